@@ -1,0 +1,5 @@
+"""Entropy models and coders: the hyperprior latent codec and its substreams."""
+
+from entropy.hyperprior import HyperpriorLatentCodec, LatentStreams
+
+__all__ = ["HyperpriorLatentCodec", "LatentStreams"]

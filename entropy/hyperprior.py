@@ -1,0 +1,105 @@
+"""Hyperprior latent codec: a z codec and a y codec wired by h_a / h_s.
+
+Follows Ballé et al., "Variational image compression with a scale hyperprior" (ICLR 2018) with the
+mean-scale extension of Minnen et al. (NeurIPS 2018), composed like CompressAI's latent codecs:
+
+    y -h_a-> z -EntropyBottleneck-> z_hat -h_s-> (means, scales) -GaussianConditional-> y_hat
+
+Both entropy models are CompressAI's; their integer CDF tables are built once by `update()`, saved
+with the weights, and are what the rANS coder uses. y is coded as K independent substreams, one per
+contiguous group of channels, so that a decoder can decode them in parallel: the format does not
+change when it does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.models.base import get_scale_table
+from compressai.ops import quantize_ste
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LatentStreams:
+    """What one frame's latents become: the hyper stream and K main-latent substreams."""
+
+    z: bytes
+    y: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class LatentForward:
+    """Training-time output: y_hat for synthesis and the likelihoods for the rate term."""
+
+    y_hat: torch.Tensor
+    y_likelihoods: torch.Tensor
+    z_likelihoods: torch.Tensor
+
+
+class HyperpriorLatentCodec(nn.Module):
+    def __init__(self, h_a: nn.Module, h_s: nn.Module, z_channels: int, substreams: int):
+        super().__init__()
+        self.h_a = h_a
+        self.h_s = h_s
+        self.z_codec = EntropyBottleneck(z_channels)
+        self.y_codec = GaussianConditional(None)
+        self.substreams = substreams
+
+    def _entropy_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        means, scales = self.h_s(z_hat).chunk(2, dim=1)
+        return means, scales
+
+    def forward(self, y: torch.Tensor) -> LatentForward:
+        z = self.h_a(y)
+        z_hat, z_likelihoods = self.z_codec(z)
+        means, scales = self._entropy_parameters(z_hat)
+        _, y_likelihoods = self.y_codec(y, scales, means=means)
+        # Rounding with a straight-through gradient for the synthesis input (Minnen & Singh 2020).
+        y_hat = quantize_ste(y - means) + means
+        return LatentForward(y_hat, y_likelihoods, z_likelihoods)
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.z_codec.loss()
+
+    def update(self) -> None:
+        """Build the integer CDF tables that coding uses (call after training / loading floats)."""
+        self.z_codec.update(force=True)
+        self.y_codec.update_scale_table(get_scale_table(), force=True)
+
+    def _groups(self, channels: int) -> list[slice]:
+        step = channels // self.substreams
+        return [slice(i * step, (i + 1) * step) for i in range(self.substreams)]
+
+    @torch.no_grad()
+    def compress(self, y: torch.Tensor) -> tuple[LatentStreams, torch.Tensor]:
+        """Code one latent (batch 1); also return y_hat exactly as the decoder will rebuild it."""
+        if y.size(0) != 1:
+            raise ValueError("compress codes one frame at a time")
+        z = self.h_a(y)
+        z_stream = self.z_codec.compress(z)[0]
+        # Derive the parameters from the decoded z_hat, as the decoder does.
+        z_hat = self.z_codec.decompress([z_stream], z.shape[-2:])
+        means, scales = self._entropy_parameters(z_hat)
+        indexes = self.y_codec.build_indexes(scales)
+        y_streams = tuple(
+            self.y_codec.compress(y[:, g], indexes[:, g], means[:, g])[0]
+            for g in self._groups(y.size(1))
+        )
+        y_hat = self.y_codec.quantize(y, "dequantize", means)
+        return LatentStreams(z_stream, y_streams), y_hat
+
+    @torch.no_grad()
+    def decompress(self, streams: LatentStreams, z_size: tuple[int, int]) -> torch.Tensor:
+        if len(streams.y) != self.substreams:
+            raise ValueError(f"expected {self.substreams} substreams, got {len(streams.y)}")
+        z_hat = self.z_codec.decompress([streams.z], z_size)
+        means, scales = self._entropy_parameters(z_hat)
+        indexes = self.y_codec.build_indexes(scales)
+        parts = [
+            self.y_codec.decompress([s], indexes[:, g], means=means[:, g])
+            for s, g in zip(streams.y, self._groups(means.size(1)))
+        ]
+        return torch.cat(parts, dim=1)

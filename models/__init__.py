@@ -1,0 +1,1 @@
+"""Network architectures, the frozen model table and the shipped weights."""

@@ -1,0 +1,43 @@
+"""The frozen model table: ids written into bitstreams, and the weights each id ships with.
+
+An id is never renumbered or reused; a retrained model gets a new id, so that an old `.nvc` file
+either decodes exactly or is refused with a clear message. The hash of the weights file goes into
+every bitstream header (see `nvc.container`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    id: int
+    name: str
+    weights_file: str  # inside models/weights/
+
+    @property
+    def weights_path(self) -> Path:
+        return WEIGHTS_DIR / self.weights_file
+
+
+MODEL_TABLE: dict[int, ModelEntry] = {
+    1: ModelEntry(1, "hyperprior-yuv420-v1", "hyperprior-yuv420-v1.pt"),
+}
+DEFAULT_MODEL = "hyperprior-yuv420-v1"
+
+
+def entry_by_name(name: str) -> ModelEntry:
+    for entry in MODEL_TABLE.values():
+        if entry.name == name:
+            return entry
+    raise KeyError(f"unknown model {name!r}; known: {', '.join(e.name for e in MODEL_TABLE.values())}")
+
+
+def weights_hash(path: Path) -> bytes:
+    """First 16 bytes of the SHA-256 of a weights file: what a bitstream records."""
+    return hashlib.sha256(path.read_bytes()).digest()[:16]

