@@ -19,6 +19,7 @@ EPILOG = """examples:
   nvc decode clip.nvc -o - | ffplay -     (Y4M on stdout, frame by frame)
   nvc info clip.nvc
   nvc demo
+  nvc eval clips/ --frames 96 --intra-period 32 -o report/   (BD-rate vs x265)
 """
 
 
@@ -78,7 +79,64 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--clip", default="bigbuckbunny.mp4", help="bundled clip (default: bigbuckbunny.mp4, 1280x720)")
     demo.add_argument("--frames", type=int, default=8, help="frames to code (default: 8)")
     demo.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help=f"quality level (default: {DEFAULT_QUALITY})")
+
+    ev = sub.add_parser("eval", parents=[common], help="BD-rate against HEVC (x265): RD points, plots, report",
+                        description="Encode every input with nvc at every quality level and with the anchors at a QP "
+                                    "sweep covering the same bpp range; write results.json, summary.md (BD-rate "
+                                    "tables) and RD plots. Rerunning resumes: finished points are not redone.")
+    ev.add_argument("inputs", nargs="+", help="video files or folders of them")
+    ev.add_argument("-o", "--output", required=True, help="report folder")
+    ev.add_argument("--anchor", action="append", choices=["x265", "x264"], help="anchor codec (default: x265)")
+    ev.add_argument("--preset", action="append", help="anchor preset, repeatable (default: medium and veryslow)")
+    ev.add_argument("--frames", type=int, default=96, help="frames per sequence, or all if fewer (default: 96)")
+    ev.add_argument("--intra-period", type=int, default=32, help="anchor intra period; -1 = first frame only (default: 32)")
+    ev.add_argument("--qualities", type=int, nargs="+", help="nvc quality levels (default: all)")
+    ev.add_argument("--anchor-qps", type=int, nargs="+", help="anchor QPs (default: a sweep covering nvc's bpp range)")
+    ev.add_argument("--size", type=_size, help="WxH of raw .yuv inputs")
+    ev.add_argument("--fps", type=_fps, help="frame rate of raw .yuv inputs")
     return ap
+
+
+def cmd_eval(args) -> None:
+    import shlex
+
+    from models.config import HyperpriorConfig
+    from nvc.evaluation import report, runner
+    from nvc.evaluation.codecs import ANCHORS, NvcCodec
+
+    if args.frames < 1:
+        raise NvcError(f"--frames must be at least 1, got {args.frames}")
+    if args.intra_period == 0 or args.intra_period < -1:
+        raise NvcError(f"--intra-period must be positive or -1, got {args.intra_period}")
+    levels = HyperpriorConfig().quality_levels
+    qualities = args.qualities or list(range(levels))
+    if any(not 0 <= q < levels for q in qualities):
+        raise NvcError(f"--qualities must be in 0..{levels - 1}")
+    if args.anchor_qps and any(not 0 <= q <= 51 for q in args.anchor_qps):
+        raise NvcError("--anchor-qps must be in 0..51")
+    anchors = [ANCHORS[a](preset) for a in (args.anchor or ["x265"]) for preset in (args.preset or ["medium", "veryslow"])]
+    out = Path(args.output)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise NvcError(f"cannot create report folder {out}: {e.strerror}") from None
+    inputs = runner.find_inputs(args.inputs)
+    sequences = [runner.load_sequence(p, args.frames, args.size, args.fps) for p in inputs]
+    names = [s.name for s in sequences]
+    if len(set(names)) != len(names):
+        raise NvcError("two inputs share a file name; rename one so that the report can tell them apart")
+    protocol = {"frames": args.frames, "intra_period": args.intra_period, "anchors": [a.name for a in anchors],
+                "rate": "bits of the output file per pixel per frame", "distortion": "PSNR on YUV420 planes, YUV 6:1:1"}
+    store = runner.ResultStore(out / "results.json", protocol)
+    with tempfile.TemporaryDirectory(prefix=".work-", dir=out) as work:
+        runner.run(sequences, NvcCodec(args.device), qualities, anchors, args.anchor_qps, args.intra_period, store,
+                   Path(work), progress=not args.quiet)
+    command = "nvc " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("nvc") else "nvc eval"
+    text = report.write(store, out, names, {s.name: len(s.frames) for s in sequences}, "nvc",
+                        [a.name for a in anchors], args.intra_period, command)
+    table = text.split("\n\n")
+    print(next(t for t in table if t.startswith("| sequence")))
+    print(f"report: {out / 'summary.md'}, {out / 'results.json'}, RD plots {out}/rd-*.png")
 
 
 def cmd_encode(args) -> None:
@@ -138,7 +196,7 @@ def cmd_demo(args) -> None:
         raise NvcError("decoded frames differ from the encoder's reconstruction")
 
 
-COMMANDS = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "demo": cmd_demo}
+COMMANDS = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "demo": cmd_demo, "eval": cmd_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

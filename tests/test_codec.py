@@ -106,3 +106,30 @@ def test_info_lists_every_packet(small_nvc, capsys):
     out = capsys.readouterr().out
     assert "176x144" in out and "hyperprior-yuv420-v1" in out
     assert len([line for line in out.splitlines() if line.strip().split(" ")[0].isdigit()]) == 3
+
+
+def test_entropy_decoding_is_exact_across_thread_counts(carphone_frames):
+    """DESIGN.md, Determinism: encode on one thread count, decode on another: the entropy
+    parameters, hence the decoded latents, are bit-identical. Synthesis is float: its output may
+    round to a neighbouring 8-bit value (no drift in an intra codec; P-frames need more)."""
+    import torch
+
+    from models.registry import entry_by_name
+    from nvc.model import load_shipped
+
+    model, _ = load_shipped(entry_by_name("hyperprior-yuv420-v1"))
+    before = torch.get_num_threads()
+    try:
+        for frame in carphone_frames:
+            x = frame_to_tensor(frame)
+            torch.set_num_threads(1)
+            with torch.no_grad():
+                y = model.gain.scale(model.g_a(x), torch.tensor([2]))
+            streams, y_hat_encoder = model.latent_codec.compress(y)
+            x_encoder = model.synthesize(y_hat_encoder, torch.tensor([2]))
+            torch.set_num_threads(2)
+            assert torch.equal(model.latent_codec.decompress(streams, model.z_size(192, 192)), y_hat_encoder)
+            a, b = tensor_to_frame(x_encoder, 144, 176), tensor_to_frame(model.decompress(streams, 192, 192, 2), 144, 176)
+            assert max(np.abs(p.astype(int) - q).max() for p, q in zip(a.planes(), b.planes())) <= 1
+    finally:
+        torch.set_num_threads(before)

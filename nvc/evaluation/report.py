@@ -1,0 +1,101 @@
+"""summary.md (BD-rate tables and every point) and one RD-curve PNG per sequence."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from nvc.evaluation.bjontegaard import bd_psnr, bd_rate
+from nvc.evaluation.runner import PointResult, ResultStore
+
+
+def _bd(anchor: list[PointResult], test: list[PointResult], attr: str = "psnr_yuv") -> tuple[float, float]:
+    """(BD-rate %, BD-PSNR dB) of test against anchor; NaN where the curves do not overlap."""
+    ra, qa = [p.bpp for p in anchor], [getattr(p, attr) for p in anchor]
+    rt, qt = [p.bpp for p in test], [getattr(p, attr) for p in test]
+    try:
+        rate = bd_rate(ra, qa, rt, qt)
+    except ValueError:
+        rate = math.nan
+    try:
+        psnr = bd_psnr(ra, qa, rt, qt)
+    except ValueError:
+        psnr = math.nan
+    return rate, psnr
+
+
+def _fmt(v: float, unit: str) -> str:
+    return "n/a (no overlap)" if math.isnan(v) else f"{v:+.1f} {unit}" if unit == "%" else f"{v:+.2f} {unit}"
+
+
+def plot(store: ResultStore, sequence: str, codecs: list[str], frames: int, intra_period: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
+    for codec in codecs:
+        curve = store.curve(sequence, codec, frames, intra_period)
+        if curve:
+            ax.plot([p.bpp for p in curve], [p.psnr_yuv for p in curve], marker="o", label=codec)
+    first = store.curve(sequence, codecs[0], frames, intra_period)
+    size = f"{first[0].width}x{first[0].height}, " if first else ""
+    ax.set_xscale("log")
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("PSNR-YUV (6:1:1) [dB]")
+    ax.set_title(f"{sequence} ({size}{frames} frames, intra period {intra_period})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write(store: ResultStore, out_dir: Path, sequences: list[str], frames: dict[str, int], test: str,
+          anchors: list[str], intra_period: int, command: str) -> str:
+    lines = [f"# {test} vs anchors: BD-rate on PSNR-YUV (6:1:1)", "",
+             f"Command: `{command}`", "",
+             f"Negative BD-rate: {test} needs fewer bits than the anchor for the same PSNR-YUV. Rate is the size "
+             "of the real output file (the .nvc file; the anchor's Annex-B elementary stream). Anchors run "
+             f"low-delay (no B-frames), constant QP, tune=psnr, intra period {intra_period}.", ""]
+    test_curves = {s: store.curve(s, test, frames[s], intra_period) for s in sequences}
+    if test_curves and all(c and c[0].settings.get("intra_period") == 1 for c in test_curves.values()):
+        lines += [f"{test} codes every frame as an I-frame (no temporal prediction yet).", ""]
+    header = "| sequence | " + " | ".join(f"BD-rate vs {a} | BD-PSNR vs {a}" for a in anchors) + " |"
+    lines += [header, "|" + " --- |" * (1 + 2 * len(anchors))]
+    sums = {a: [] for a in anchors}
+    for s in sequences:
+        first = test_curves[s][0] if test_curves[s] else None
+        cells = [f"{s} ({first.width}x{first.height}, {first.frames} fr)" if first else s]
+        for a in anchors:
+            rate, psnr = _bd(store.curve(s, a, frames[s], intra_period), test_curves[s])
+            sums[a].append((rate, psnr))
+            cells += [_fmt(rate, "%"), _fmt(psnr, "dB")]
+        lines.append("| " + " | ".join(cells) + " |")
+    avg = ["**average**"]
+    for a in anchors:
+        rates = [r for r, _ in sums[a] if not math.isnan(r)]
+        psnrs = [p for _, p in sums[a] if not math.isnan(p)]
+        avg += [_fmt(float(np.mean(rates)) if rates else math.nan, "%"),
+                _fmt(float(np.mean(psnrs)) if psnrs else math.nan, "dB")]
+    lines += ["| " + " | ".join(avg) + " |", ""]
+
+    for s in sequences:
+        png = out_dir / f"rd-{s}.png"
+        plot(store, s, [test, *anchors], frames[s], intra_period, png)
+        lines += [f"## {s}", "", f"![RD curve]({png.name})", "",
+                  "| codec | point | bpp | PSNR-Y | PSNR-U | PSNR-V | PSNR-YUV | PSNR-RGB | MS-SSIM (Y) | enc fps | dec fps |",
+                  "|" + " --- |" * 11]
+        for codec in (test, *anchors):
+            for p in store.curve(s, codec, frames[s], intra_period):
+                param = "q" if codec == test else "QP "
+                lines.append(f"| {codec} | {param}{p.point} | {p.bpp:.4f} | {p.psnr_y:.2f} | {p.psnr_u:.2f} | "
+                             f"{p.psnr_v:.2f} | {p.psnr_yuv:.2f} | {p.psnr_rgb:.2f} | {p.ms_ssim:.4f} | "
+                             f"{p.encode_fps:.2f} | {p.decode_fps:.2f} |")
+        lines.append("")
+    text = "\n".join(lines)
+    (out_dir / "summary.md").write_text(text)
+    return text

@@ -1,0 +1,61 @@
+"""`nvc eval` end to end on a few real frames, resume, and the anchor QP sweep."""
+
+import json
+
+import pytest
+
+from nvc.cli import main
+from nvc.evaluation import runner
+from nvc.evaluation.codecs import X264Codec, X265Codec
+
+
+def point(qp: int, bpp: float) -> runner.PointResult:
+    return runner.PointResult("s", "x265-medium", qp, {}, 2, 64, 64, 32, 1, bpp, *(30.0,) * 6, 1.0, 1.0)
+
+
+def test_anchor_sweep_extends_until_it_covers_the_target_rates():
+    target = [point(q, b) for q, b in ((0, 0.02), (5, 0.9))]
+    assert runner.anchor_points([], target) == [22, 27, 32, 37]
+    done = [point(q, b) for q, b in ((22, 0.3), (27, 0.2), (32, 0.1), (37, 0.05))]
+    assert runner.anchor_points(done, target) == [17, 42]
+    done += [point(17, 1.2), point(42, 0.01)]
+    assert runner.anchor_points(done, target) == []
+
+
+def test_anchor_settings_are_low_delay_with_the_intra_period():
+    s = X265Codec("veryslow").settings(32, 32)
+    assert s["preset"] == "veryslow" and s["tune"] == "psnr"
+    assert "bframes=0" in s["x265-params"] and "keyint=32" in s["x265-params"] and "qp=32" in s["x265-params"]
+    assert "keyint=infinite" in X264Codec().settings(30, -1)["x264-params"]
+
+
+def test_eval_end_to_end_and_resume(tmp_path, carphone, capsys, monkeypatch):
+    out = tmp_path / "report"
+    args = ["eval", str(carphone), "--frames", "2", "--qualities", "0", "5", "--anchor-qps", "30", "40",
+            "--preset", "ultrafast", "-o", str(out), "-q"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "BD-PSNR vs x265-ultrafast" in printed
+    data = json.loads((out / "results.json").read_text())
+    points = {(p["codec"], p["point"]): p for p in data["points"]}
+    assert set(points) == {("nvc", 0), ("nvc", 5), ("x265-ultrafast", 30), ("x265-ultrafast", 40)}
+    x265 = points[("x265-ultrafast", 30)]
+    assert x265["settings"]["preset"] == "ultrafast" and "bframes=0" in x265["settings"]["x265-params"]
+    assert x265["frames"] == 2 and x265["bytes"] * 8 / (176 * 144 * 2) == pytest.approx(x265["bpp"])
+    assert points[("nvc", 5)]["bpp"] > points[("nvc", 0)]["bpp"]
+    assert points[("x265-ultrafast", 30)]["psnr_yuv"] > points[("x265-ultrafast", 40)]["psnr_yuv"]
+    assert (out / "rd-carphone_pristine.png").stat().st_size > 10_000
+    assert "| nvc | q5 |" in (out / "summary.md").read_text()
+
+    def must_not_run(*a, **k):
+        raise AssertionError("a finished point was measured again")
+
+    monkeypatch.setattr(runner, "measure", must_not_run)
+    assert main(args) == 0  # resumed: every point comes from results.json
+    assert not list(out.glob(".work-*"))
+
+
+def test_eval_rejects_bad_arguments(tmp_path, carphone, capsys):
+    assert main(["eval", str(carphone), "--qualities", "9", "-o", str(tmp_path / "r")]) == 1
+    assert "--qualities must be in 0..5" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "nope"), "-o", str(tmp_path / "r")]) == 1
