@@ -197,7 +197,8 @@ class Reader:
     def fps(self) -> Fraction:
         return Fraction(self.header.fps_num, self.header.fps_den)
 
-    def _load_model(self) -> IntraModel:
+    def load_model(self) -> IntraModel:
+        """The model this file was encoded with; refuses unknown ids and other weights."""
         h = self.header
         entry = MODEL_TABLE.get(h.model_id)
         if entry is None:
@@ -217,7 +218,7 @@ class Reader:
 
     def __iter__(self) -> Iterator:
         if self._model is None:
-            self._model = self._load_model()
+            self._model = self.load_model()
         h, model = self.header, self._model
         hp, wp = _padded(h.height), _padded(h.width)
         for packet in self.packets():

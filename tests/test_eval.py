@@ -9,8 +9,8 @@ from nvc.evaluation import runner
 from nvc.evaluation.codecs import X264Codec, X265Codec
 
 
-def point(qp: int, bpp: float) -> runner.PointResult:
-    return runner.PointResult("s", "x265-medium", qp, {}, 2, 64, 64, 32, 1, bpp, *(30.0,) * 6, 1.0, 1.0)
+def point(qp: int, bpp: float, psnr: float = 30.0) -> runner.PointResult:
+    return runner.PointResult("s", "x265-medium", qp, {}, 2, 64, 64, 32, 1, bpp, *(psnr,) * 6, 1.0, 1.0)
 
 
 def test_anchor_sweep_extends_until_it_covers_the_target_rates():
@@ -20,6 +20,16 @@ def test_anchor_sweep_extends_until_it_covers_the_target_rates():
     assert runner.anchor_points(done, target) == [17, 42]
     done += [point(17, 1.2), point(42, 0.01)]
     assert runner.anchor_points(done, target) == []
+
+
+def test_anchor_sweep_also_covers_the_target_quality_range_up_to_qp_51():
+    target = [point(0, 0.1, 25.0), point(5, 0.5, 31.0)]
+    done = [point(q, b, p) for q, b, p in ((22, 0.6, 40.0), (27, 0.4, 38.0), (32, 0.2, 36.0), (37, 0.1, 34.0))]
+    assert runner.anchor_points(done, target) == [42]  # rates covered, but not PSNR 25..34
+    done += [point(42, 0.05, 32.0), point(47, 0.03, 30.0)]
+    assert runner.anchor_points(done, target) == [51]  # the last step stops at the end of the QP range
+    done += [point(51, 0.02, 28.0)]
+    assert runner.anchor_points(done, target) == []  # QP 51 is the end even if PSNR 25 is not reached
 
 
 def test_anchor_settings_are_low_delay_with_the_intra_period():

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from models.registry import DEFAULT_MODEL, entry_by_name
-from models.transforms import synthesis_kmac_per_pixel
+from models.transforms import decoder_kmac_per_pixel, synthesis_kmac_per_pixel
 from nvc.codec import Reader, _padded
 from nvc.model import load_shipped
 from nvc.transcode import encode_video
@@ -37,7 +37,7 @@ def model_stats(device: str) -> dict:
         "params_synthesis": count(model.g_s),
         "params_decoder": count(model.g_s) + count(model.latent_codec.h_s) + count(model.latent_codec.z_codec),
         "synthesis_kmac_per_pixel_1080p": round(synthesis_kmac_per_pixel(model.config, 1088, 1920), 2),
-        "synthesis_kmac_per_pixel_720p": round(synthesis_kmac_per_pixel(model.config, 768, 1280), 2),
+        "decoder_kmac_per_pixel_1080p": round(decoder_kmac_per_pixel(model.config, 1088, 1920), 2),
     }
 
 
@@ -46,7 +46,7 @@ def timed_decode(path: Path, device: str) -> dict:
     entropy = synthesis = 0.0
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     with Reader(path, device=device) as r:
-        model = r._load_model()
+        model = r.load_model()
         h = r.header
         hp, wp = _padded(h.height), _padded(h.width)
         frames = 0

@@ -146,16 +146,20 @@ class ResultStore:
 
 
 def anchor_points(done: list[PointResult], target: list[PointResult]) -> list[int]:
-    """The next QPs to run so that the anchor's bpp range covers the target's (or [] when done)."""
+    """The next QPs to run so that the anchor covers the target's bpp range and its PSNR-YUV range
+    (the interval BD-rate integrates over), within QP 0..51; [] when it does."""
     qps = sorted(p.point for p in done)
     if not qps:
         return list(START_QPS)
-    lo_bpp, hi_bpp = min(p.bpp for p in done), max(p.bpp for p in done)
+    lower_qp = (max(p.bpp for p in done) < max(p.bpp for p in target)
+                or max(p.psnr_yuv for p in done) < max(p.psnr_yuv for p in target))
+    higher_qp = (min(p.bpp for p in done) > min(p.bpp for p in target)
+                 or min(p.psnr_yuv for p in done) > min(p.psnr_yuv for p in target))
     more = []
-    if hi_bpp < max(p.bpp for p in target) and qps[0] - QP_STEP >= 0:
-        more.append(qps[0] - QP_STEP)
-    if lo_bpp > min(p.bpp for p in target) and qps[-1] + QP_STEP <= 51:
-        more.append(qps[-1] + QP_STEP)
+    if lower_qp and qps[0] > 0:
+        more.append(max(qps[0] - QP_STEP, 0))
+    if higher_qp and qps[-1] < 51:
+        more.append(min(qps[-1] + QP_STEP, 51))
     return more
 
 
