@@ -1,4 +1,3 @@
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -7,8 +6,6 @@ import torch
 
 from nvc.frames import YUVFrame
 from nvc.video import read_frames, sample_clip
-
-warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def pytest_collection_modifyitems(config, items):
