@@ -26,6 +26,7 @@ class EncodeStats:
     bytes: int  # the whole .nvc file
     seconds: float
     psnr: list[FramePSNR]  # per frame, reconstruction vs source
+    reconstructions: list[YUVFrame] | None = None  # with keep=True: what a decoder will output
 
     @property
     def bpp(self) -> float:
@@ -60,7 +61,7 @@ class DecodeStats:
 
 def encode_video(source: str | Path, output: str | Path, quality: int = DEFAULT_QUALITY, frames: int | None = None,
                  device: str = "cpu", size: tuple[int, int] | None = None, fps: Fraction | None = None,
-                 progress: bool = True) -> EncodeStats:
+                 progress: bool = True, keep: bool = False) -> EncodeStats:
     if frames is not None and frames < 1:
         raise NvcError(f"--frames must be at least 1, got {frames}")
     with VideoSource(source, size=size, fps=fps) as src:
@@ -69,7 +70,8 @@ def encode_video(source: str | Path, output: str | Path, quality: int = DEFAULT_
         total = min(known) if known else None
         encoder = Encoder(output, info.width, info.height, fps=info.fps, quality=quality, device=device,
                           colorspace=info.colorspace)
-        psnr, bar = [], tqdm(total=total, desc="encode", unit="frame", disable=not progress, leave=False)
+        psnr, kept = [], []
+        bar = tqdm(total=total, desc="encode", unit="frame", disable=not progress, leave=False)
         try:
             start = time.perf_counter()
             for frame in src:
@@ -77,6 +79,8 @@ def encode_video(source: str | Path, output: str | Path, quality: int = DEFAULT_
                     break
                 encoded = encoder.encode(frame)
                 psnr.append(frame_psnr(frame, encoded.reconstruction))
+                if keep:
+                    kept.append(encoded.reconstruction)
                 bar.update(1)
                 bar.set_postfix(bpp=f"{encoder.bytes_written * 8 / (info.width * info.height * len(psnr)):.4f}",
                                 psnr=f"{psnr[-1].yuv:.2f}")
@@ -87,7 +91,8 @@ def encode_video(source: str | Path, output: str | Path, quality: int = DEFAULT_
             raise
         finally:
             bar.close()
-    return EncodeStats(encoder.frames_written, info.width, info.height, encoder.bytes_written, seconds, psnr)
+    return EncodeStats(encoder.frames_written, info.width, info.height, encoder.bytes_written, seconds, psnr,
+                       kept if keep else None)
 
 
 def decode_video(source: str | Path, output: str | Path | None, device: str = "cpu", progress: bool = True,
