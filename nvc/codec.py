@@ -28,13 +28,14 @@ from nvc.model import IntraModel, load_shipped
 
 
 
-def _padded(n: int) -> int:
+def padded_size(n: int) -> int:
+    """The coded (padded) size of a luma dimension: the next multiple of 64."""
     return -(-n // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
 def frame_to_tensor(frame: YUVFrame, device: str | torch.device = "cpu") -> torch.Tensor:
     """YUV420 uint8 planes -> packed (1, 6, Hp/2, Wp/2) float tensor, edge-padded."""
-    hp, wp = _padded(frame.height), _padded(frame.width)
+    hp, wp = padded_size(frame.height), padded_size(frame.width)
     planes = []
     for plane, (h, w) in zip(frame.planes(), ((hp, wp), (hp // 2, wp // 2), (hp // 2, wp // 2))):
         p = np.pad(plane, ((0, h - plane.shape[0]), (0, w - plane.shape[1])), mode="edge")
@@ -220,7 +221,7 @@ class Reader:
         if self._model is None:
             self._model = self.load_model()
         h, model = self.header, self._model
-        hp, wp = _padded(h.height), _padded(h.width)
+        hp, wp = padded_size(h.height), padded_size(h.width)
         for packet in self.packets():
             if packet.frame_type != FrameType.I:
                 raise NvcError(f"frame {packet.frame_index} is a P-frame, which this decoder does not support")

@@ -20,7 +20,7 @@ import torch
 
 from models.registry import DEFAULT_MODEL, entry_by_name
 from models.transforms import decoder_kmac_per_pixel, synthesis_kmac_per_pixel
-from nvc.codec import Reader, _padded
+from nvc.codec import Reader, padded_size
 from nvc.model import load_shipped
 from nvc.transcode import encode_video
 from nvc.video import sample_clip
@@ -48,7 +48,7 @@ def timed_decode(path: Path, device: str) -> dict:
     with Reader(path, device=device) as r:
         model = r.load_model()
         h = r.header
-        hp, wp = _padded(h.height), _padded(h.width)
+        hp, wp = padded_size(h.height), padded_size(h.width)
         frames = 0
         start = time.perf_counter()
         for packet in r.packets():
