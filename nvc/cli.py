@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", parents=[common], help="BD-rate against HEVC (x265): RD points, plots, report",
                         description="Encode every input with nvc at every quality level and with the anchors at a QP "
-                                    "sweep covering the same bpp range; write results.json, summary.md (BD-rate "
+                                    "sweep covering nvc's bpp and PSNR range; write results.json, summary.md (BD-rate "
                                     "tables) and RD plots. Rerunning resumes: finished points are not redone.")
     ev.add_argument("inputs", nargs="+", help="video files or folders of them")
     ev.add_argument("-o", "--output", required=True, help="report folder")
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--frames", type=int, default=96, help="frames per sequence, or all if fewer (default: 96)")
     ev.add_argument("--intra-period", type=int, default=32, help="anchor intra period; -1 = first frame only (default: 32)")
     ev.add_argument("--qualities", type=int, nargs="+", help="nvc quality levels (default: all)")
-    ev.add_argument("--anchor-qps", type=int, nargs="+", help="anchor QPs (default: a sweep covering nvc's bpp range)")
+    ev.add_argument("--anchor-qps", type=int, nargs="+", help="anchor QPs (default: a sweep covering nvc's bpp and PSNR range)")
     ev.add_argument("--size", type=_size, help="WxH of raw .yuv inputs")
     ev.add_argument("--fps", type=_fps, help="frame rate of raw .yuv inputs")
     return ap
