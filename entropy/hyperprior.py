@@ -13,6 +13,7 @@ change when it does.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,24 @@ class LatentForward:
     z_likelihoods: torch.Tensor
 
 
+@contextmanager
+def single_threaded():
+    """Run the entropy-parameter path on one CPU thread.
+
+    A float reduction split over threads is summed in another order, so h_s (and a P-frame's
+    temporal prior) can differ in the last bit between an encoder and a decoder that use different
+    thread counts; along a chain of P-frames such differences would accumulate until a CDF index
+    flips. On one thread the same machine computes the same bits whatever the process's thread
+    setting. (Across CPU types and CPU/GPU this is not enough: that needs the integer path.)
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class HyperpriorLatentCodec(nn.Module):
     def __init__(self, h_a: nn.Module, h_s: nn.Module, z_channels: int, substreams: int):
         super().__init__()
@@ -48,14 +67,15 @@ class HyperpriorLatentCodec(nn.Module):
         self.y_codec = GaussianConditional(None)
         self.substreams = substreams
 
-    def _entropy_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _entropy_parameters(self, z_hat: torch.Tensor, prior: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(means, scales) of y from z_hat; `prior` is extra context that subclasses may use."""
         means, scales = self.h_s(z_hat).chunk(2, dim=1)
         return means, scales
 
-    def forward(self, y: torch.Tensor) -> LatentForward:
+    def forward(self, y: torch.Tensor, prior: torch.Tensor | None = None) -> LatentForward:
         z = self.h_a(y)
         z_hat, z_likelihoods = self.z_codec(z)
-        means, scales = self._entropy_parameters(z_hat)
+        means, scales = self._entropy_parameters(z_hat, prior)
         _, y_likelihoods = self.y_codec(y, scales, means=means)
         # Rounding with a straight-through gradient for the synthesis input (Minnen & Singh 2020).
         y_hat = quantize_ste(y - means) + means
@@ -84,7 +104,7 @@ class HyperpriorLatentCodec(nn.Module):
         return [slice(i * step, (i + 1) * step) for i in range(self.substreams)]
 
     @torch.no_grad()
-    def compress(self, y: torch.Tensor) -> tuple[LatentStreams, torch.Tensor]:
+    def compress(self, y: torch.Tensor, prior: torch.Tensor | None = None) -> tuple[LatentStreams, torch.Tensor]:
         """Code one latent (batch 1); also return y_hat exactly as the decoder will rebuild it."""
         if y.size(0) != 1:
             raise ValueError("compress codes one frame at a time")
@@ -92,7 +112,8 @@ class HyperpriorLatentCodec(nn.Module):
         z_stream = self.z_codec.compress(z)[0]
         # Derive the parameters from the decoded z_hat, as the decoder does.
         z_hat = self.z_codec.decompress([z_stream], z.shape[-2:])
-        means, scales = self._entropy_parameters(z_hat)
+        with single_threaded():
+            means, scales = self._entropy_parameters(z_hat, prior)
         indexes = self.scale_indexes(scales)
         y_streams = tuple(
             self.y_codec.compress(y[:, g], indexes[:, g], means[:, g])[0]
@@ -102,11 +123,13 @@ class HyperpriorLatentCodec(nn.Module):
         return LatentStreams(z_stream, y_streams), y_hat
 
     @torch.no_grad()
-    def decompress(self, streams: LatentStreams, z_size: tuple[int, int]) -> torch.Tensor:
+    def decompress(self, streams: LatentStreams, z_size: tuple[int, int],
+                   prior: torch.Tensor | None = None) -> torch.Tensor:
         if len(streams.y) != self.substreams:
             raise ValueError(f"expected {self.substreams} substreams, got {len(streams.y)}")
         z_hat = self.z_codec.decompress([streams.z], z_size)
-        means, scales = self._entropy_parameters(z_hat)
+        with single_threaded():
+            means, scales = self._entropy_parameters(z_hat, prior)
         indexes = self.scale_indexes(scales)
         parts = [
             self.y_codec.decompress([s], indexes[:, g], means=means[:, g])

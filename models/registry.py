@@ -26,9 +26,11 @@ class ModelEntry:
 
 
 MODEL_TABLE: dict[int, ModelEntry] = {
-    1: ModelEntry(1, "hyperprior-yuv420-v1", "hyperprior-yuv420-v1.pt"),
+    1: ModelEntry(1, "hyperprior-yuv420-v1", "hyperprior-yuv420-v1.pt"),  # intra only
+    2: ModelEntry(2, "tcm-yuv420-v1", "tcm-yuv420-v1.pt"),  # model 1's intra + a P-frame model
 }
-DEFAULT_MODEL = "hyperprior-yuv420-v1"
+DEFAULT_MODEL = "tcm-yuv420-v1"
+INTRA_MODEL = "hyperprior-yuv420-v1"  # the intra model that P-frame training starts from
 
 
 def entry_by_name(name: str) -> ModelEntry:

@@ -105,33 +105,3 @@ class QualityGain(nn.Module):
 
     def unscale(self, y_hat: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
         return y_hat * self.dec_gain[quality][:, :, None, None]
-
-
-def kmac_per_pixel(layers: nn.Sequential, input_downscale: int, height: int = 1088, width: int = 1920) -> float:
-    """Multiply-accumulates per luma pixel of a sequential transform whose input is at
-    1/input_downscale of the luma resolution, counted from the layers' shapes."""
-    macs = 0
-    h, w = height // input_downscale, width // input_downscale
-    for layer in layers:
-        if isinstance(layer, nn.ConvTranspose2d):
-            k = layer.kernel_size[0] * layer.kernel_size[1]
-            macs += h * w * layer.in_channels * layer.out_channels * k  # every input tap
-            h, w = h * layer.stride[0], w * layer.stride[1]
-        elif isinstance(layer, nn.Conv2d):
-            k = layer.kernel_size[0] * layer.kernel_size[1]
-            h, w = h // layer.stride[0], w // layer.stride[1]
-            macs += h * w * layer.in_channels * layer.out_channels * k
-        elif isinstance(layer, GDN):
-            c = layer.beta.numel()
-            macs += h * w * c * c  # the 1x1 normalisation pool
-    return macs / (height * width) / 1e3
-
-
-def synthesis_kmac_per_pixel(cfg: HyperpriorConfig, height: int = 1088, width: int = 1920) -> float:
-    """g_s cost per luma pixel (y is at 1/16 resolution)."""
-    return kmac_per_pixel(synthesis_transform(cfg), 16, height, width)
-
-
-def decoder_kmac_per_pixel(cfg: HyperpriorConfig, height: int = 1088, width: int = 1920) -> float:
-    """Whole decoder network per luma pixel: h_s (from z at 1/64) plus g_s."""
-    return kmac_per_pixel(hyper_synthesis(cfg), 64, height, width) + synthesis_kmac_per_pixel(cfg, height, width)

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--quality", type=int, default=DEFAULT_QUALITY,
                      help=f"quality level, 0 = smallest files .. 5 = best quality (default: {DEFAULT_QUALITY})")
     enc.add_argument("--frames", type=int, help="encode at most this many frames")
+    enc.add_argument("--intra-period", type=int, default=32,
+                     help="an I-frame every N frames, P-frames between; 1 = all intra, -1 = only the first (default: 32)")
     enc.add_argument("--size", type=_size, help="WxH of a raw .yuv input")
     enc.add_argument("--fps", type=_fps, help="frame rate of a raw .yuv input (default 25), e.g. 30000/1001")
 
@@ -69,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Decode an .nvc file to .y4m, .yuv, a folder of PNGs, or Y4M on stdout (-o -).")
     dec.add_argument("input", help="input .nvc file, or - for stdin")
     dec.add_argument("-o", "--output", required=True, help="out.y4m, out.yuv, a folder for PNGs, or - for stdout")
+    dec.add_argument("--conceal", action="store_true",
+                     help="go on past a damaged packet: repeat the last good frame until the next I-frame, warn "
+                          "(default: stop with an error)")
 
     info = sub.add_parser("info", parents=[common], help="print the header and per-frame packet sizes")
     info.add_argument("input", help="input .nvc file")
@@ -89,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--anchor", action="append", choices=["x265", "x264"], help="anchor codec (default: x265)")
     ev.add_argument("--preset", action="append", help="anchor preset, repeatable (default: medium and veryslow)")
     ev.add_argument("--frames", type=int, default=96, help="frames per sequence, or all if fewer (default: 96)")
-    ev.add_argument("--intra-period", type=int, default=32, help="anchor intra period; -1 = first frame only (default: 32)")
+    ev.add_argument("--intra-period", type=int, default=32,
+                    help="intra period of nvc and the anchors; -1 = first frame only (default: 32)")
+    ev.add_argument("--nvc-intra", action="store_true",
+                    help="also measure nvc all-intra (no P-frames) and report BD-rate against it")
     ev.add_argument("--qualities", type=int, nargs="+", help="nvc quality levels (default: all)")
     ev.add_argument("--anchor-qps", type=int, nargs="+", help="anchor QPs (default: a sweep covering nvc's bpp and PSNR range)")
     ev.add_argument("--size", type=_size, help="WxH of raw .yuv inputs")
@@ -102,12 +110,12 @@ def cmd_eval(args) -> None:
 
     from models.config import HyperpriorConfig
     from nvc.evaluation import report, runner
-    from nvc.evaluation.codecs import ANCHORS, NvcCodec
+    from nvc.gop import check_intra_period
+    from nvc.evaluation.codecs import ANCHORS, NvcCodec, NvcIntraCodec
 
     if args.frames < 1:
         raise NvcError(f"--frames must be at least 1, got {args.frames}")
-    if args.intra_period == 0 or args.intra_period < -1:
-        raise NvcError(f"--intra-period must be positive or -1, got {args.intra_period}")
+    check_intra_period(args.intra_period)
     levels = HyperpriorConfig().quality_levels
     qualities = args.qualities or list(range(levels))
     if any(not 0 <= q < levels for q in qualities):
@@ -129,11 +137,13 @@ def cmd_eval(args) -> None:
                 "rate": "bits of the output file per pixel per frame", "distortion": "PSNR on YUV420 planes, YUV 6:1:1"}
     store = runner.ResultStore(out / "results.json", protocol)
     with tempfile.TemporaryDirectory(prefix=".work-", dir=out) as work:
+        references = [NvcIntraCodec(args.device)] if args.nvc_intra else []
         runner.run(sequences, NvcCodec(args.device), qualities, anchors, args.anchor_qps, args.intra_period, store,
-                   Path(work), progress=not args.quiet)
+                   Path(work), progress=not args.quiet, references=references)
     command = "nvc " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[0].endswith("nvc") else "nvc eval"
-    text = report.write(store, out, names, {s.name: len(s.frames) for s in sequences}, "nvc",
-                        [a.name for a in anchors], args.intra_period, command)
+    compared = [a.name for a in anchors] + [r.name for r in references]
+    text = report.write(store, out, names, {s.name: len(s.frames) for s in sequences}, "nvc", compared,
+                        args.intra_period, command)
     table = text.split("\n\n")
     print(next(t for t in table if t.startswith("| sequence")))
     print(f"report: {out / 'summary.md'}, {out / 'results.json'}, RD plots {out}/rd-*.png")
@@ -143,19 +153,24 @@ def cmd_encode(args) -> None:
     from nvc.transcode import encode_video
 
     stats = encode_video(args.input, args.output, args.quality, args.frames, args.device, args.size, args.fps,
-                         progress=not args.quiet)
+                         progress=not args.quiet, intra_period=args.intra_period)
     print(f"encoded {stats.summary()}", file=sys.stderr)
 
 
 def cmd_decode(args) -> None:
     from nvc.transcode import decode_video
 
-    stats = decode_video(args.input, args.output, args.device, progress=not args.quiet)
+    def warn(message: str) -> None:
+        print(f"nvc: warning: {message}", file=sys.stderr)
+
+    stats = decode_video(args.input, args.output, args.device, progress=not args.quiet, conceal=args.conceal,
+                         on_damage=warn)
     print(stats.summary(), file=sys.stderr)
 
 
 def cmd_info(args) -> None:
     from nvc.codec import Reader
+    from nvc.container import DamagedPacket
 
     with Reader(args.input) as r:
         h = r.header
@@ -166,6 +181,8 @@ def cmd_info(args) -> None:
         print("frame  type  quality     bytes    z  substreams")
         total = 0
         for p in r.packets():
+            if isinstance(p, DamagedPacket):
+                raise NvcError(str(p))
             total += p.size
             print(f"{p.frame_index:5d}  {p.frame_type.name:>4}  {p.quality:7d}  {p.size:8d}  {len(p.streams.z):4d}  "
                   + " ".join(str(len(s)) for s in p.streams.y))

@@ -1,8 +1,10 @@
 """Frame-level codec: YUV420 frames in, `.nvc` packets out, and back.
 
 Frames of any size are edge-padded to a multiple of 64 for the model and cropped on output.
-Every frame is an I-frame coded by the shipped intra model (`nvc.model`); the container records
-the model id and the hash of its weights, and a decoder with other weights refuses the file.
+Frames are coded in low-delay order (`nvc.gop`): an I-frame (intra model) starts every GOP of
+`intra_period` frames, the others are P-frames coded from the previous decoded frame (inter model,
+`nvc.model`). The container records the model id and the hash of its weights, and a decoder with
+other weights refuses the file.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ from models.config import DEFAULT_QUALITY
 from models.registry import DEFAULT_MODEL, MODEL_TABLE, entry_by_name
 from models.transforms import PAD_MULTIPLE, pack_yuv420, unpack_yuv420
 from nvc.atomic import AtomicPath
-from nvc.container import END_OF_STREAM, ColorSpace, FramePacket, FrameType, StreamHeader, read_packets
+from nvc.container import (END_OF_STREAM, ColorSpace, DamagedPacket, FramePacket, FrameType, StreamHeader,
+                           read_packets)
 from nvc.errors import NvcError
 from nvc.frames import YUVFrame, chroma_size
-from nvc.model import IntraModel, load_shipped
-
+from nvc.gop import DEFAULT_INTRA_PERIOD, ReferenceBuffer, check_intra_period, frame_type, next_intra
+from nvc.model import VideoModel, load_shipped
+from nvc.runtime import keep_freed_memory
 
 
 def padded_size(n: int) -> int:
@@ -76,19 +80,24 @@ class Encoder:
 
     def __init__(self, output: str | os.PathLike | BinaryIO, width: int, height: int, fps=Fraction(25),
                  quality: int = DEFAULT_QUALITY, model: str = DEFAULT_MODEL, device: str = "cpu",
-                 colorspace: str = "unknown"):
+                 colorspace: str = "unknown", intra_period: int = DEFAULT_INTRA_PERIOD):
         if width <= 0 or height <= 0:
             raise NvcError(f"invalid frame size {width}x{height}")
+        check_intra_period(intra_period)
         entry = _model_entry(model)
         self.device = resolve_device(device)
+        keep_freed_memory()
         self.model, weights_hash = load_shipped(entry, self.device)
+        if self.model.inter is None and intra_period != 1:
+            raise NvcError(f"model {entry.name} codes I-frames only: use --intra-period 1")
         levels = self.model.config.quality_levels
         if not 0 <= quality < levels:
             raise NvcError(f"--quality must be 0..{levels - 1}, got {quality}")
         fps = Fraction(fps).limit_denominator(1 << 30)
         self.header = StreamHeader(entry.id, weights_hash, width, height, fps.numerator, fps.denominator,
-                                   ColorSpace.from_name(colorspace), 0, 1, quality,
+                                   ColorSpace.from_name(colorspace), 0, intra_period, quality,
                                    self.model.config.substreams)
+        self._references = ReferenceBuffer()
         self._atomic = None
         if output == "-":
             self._file = sys.stdout.buffer
@@ -106,13 +115,19 @@ class Encoder:
         h = self.header
         if (frame.width, frame.height) != (h.width, h.height):
             raise NvcError(f"frame {self.frames_written} is {frame.width}x{frame.height}, stream is {h.width}x{h.height}")
+        index = self.frames_written
+        kind = frame_type(index, h.intra_period)
         x = frame_to_tensor(frame, self.device)
-        streams, x_hat = self.model.compress(x, h.quality)
-        packet = FramePacket(FrameType.I, h.quality, self.frames_written, streams).to_bytes()
+        if kind == FrameType.I:
+            streams, rec = self.model.intra.compress(x, h.quality)
+        else:
+            streams, rec = self.model.inter.compress(x, self._references.reference_for(index), h.quality)
+        self._references.put(index, rec)
+        packet = FramePacket(kind, h.quality, index, streams).to_bytes()
         self._file.write(packet)
         self.frames_written += 1
         self.bytes_written += len(packet)
-        return EncodedFrame(self.frames_written - 1, FrameType.I, len(packet), tensor_to_frame(x_hat, h.height, h.width))
+        return EncodedFrame(index, kind, len(packet), tensor_to_frame(rec.x_hat, h.height, h.width))
 
     def flush(self) -> None:
         """Write the end mark and complete the output (renamed into place only now)."""
@@ -167,11 +182,17 @@ class Reader:
                 ...
     """
 
-    def __init__(self, source: str | os.PathLike | BinaryIO, device: str = "cpu", format: str = "yuv"):
+    def __init__(self, source: str | os.PathLike | BinaryIO, device: str = "cpu", format: str = "yuv",
+                 conceal: bool = False, on_damage=None):
         if format not in ("yuv", "rgb"):
             raise NvcError(f"unknown frame format {format!r} (use yuv or rgb)")
         self.format = format
         self.device = resolve_device(device)
+        keep_freed_memory()
+        # conceal: a damaged packet costs the rest of its GOP (the last good frame is repeated in
+        # its place) instead of stopping; on_damage(message) is told once per damaged GOP.
+        self.conceal = conceal
+        self.on_damage = on_damage
         if source == "-":
             self._file, self._owns = sys.stdin.buffer, False
         elif isinstance(source, (str, os.PathLike)):
@@ -187,7 +208,7 @@ class Reader:
         except NvcError:
             self.close()
             raise
-        self._model: IntraModel | None = None
+        self._model: VideoModel | None = None
 
     @property
     def model_name(self) -> str:
@@ -198,7 +219,7 @@ class Reader:
     def fps(self) -> Fraction:
         return Fraction(self.header.fps_num, self.header.fps_den)
 
-    def load_model(self) -> IntraModel:
+    def load_model(self) -> VideoModel:
         """The model this file was encoded with; refuses unknown ids and other weights."""
         h = self.header
         entry = MODEL_TABLE.get(h.model_id)
@@ -213,26 +234,63 @@ class Reader:
             raise NvcError(f"file has {h.substreams} substreams per frame, {entry.name} uses {model.config.substreams}")
         return model
 
-    def packets(self) -> Iterator[FramePacket]:
+    def packets(self) -> Iterator[FramePacket | DamagedPacket]:
         """The packets, not decoded (what `nvc info` lists)."""
-        return read_packets(self._file, self.header)
+        return read_packets(self._file, self.header, skip_damaged=self.conceal)
 
     def __iter__(self) -> Iterator:
         if self._model is None:
             self._model = self.load_model()
-        h, model = self.header, self._model
-        hp, wp = padded_size(h.height), padded_size(h.width)
-        for packet in self.packets():
-            if packet.frame_type != FrameType.I:
-                raise NvcError(f"frame {packet.frame_index} is a P-frame, which this decoder does not support")
-            if not 0 <= packet.quality < model.config.quality_levels:
-                raise NvcError(f"invalid quality {packet.quality} in frame {packet.frame_index}")
+        h = self.header
+        references = ReferenceBuffer()
+        last, losing = None, False  # the last frame output; whether the current GOP is lost
+        for packet in read_packets(self._file, h, skip_damaged=True):
             try:
-                x_hat = model.decompress(packet.streams, hp, wp, packet.quality)
-            except (ValueError, RuntimeError) as e:
-                raise NvcError(f"corrupt latent data in frame {packet.frame_index}: {e}") from None
-            frame = tensor_to_frame(x_hat, h.height, h.width)
+                frame = self._decode(packet, references)
+                losing = False
+            except NvcError as e:
+                message = f"{e}; {self._lost_frames(packet.frame_index)}"
+                if not self.conceal:
+                    raise NvcError(message) from None
+                references.clear()
+                if self.on_damage is not None and not losing:
+                    self.on_damage(f"{message}, the last good frame is repeated in their place")
+                losing = True
+                frame = last if last is not None else YUVFrame.gray(h.width, h.height)
+            last = frame
             yield frame.to_rgb() if self.format == "rgb" else frame
+
+    def _lost_frames(self, index: int) -> str:
+        """What a decoding error at frame `index` costs: the rest of its GOP."""
+        resume, count = next_intra(index, self.header.intra_period), self.header.frame_count
+        if count and (resume is None or resume >= count):
+            resume, last = None, count - 1
+        else:
+            last = resume - 1 if resume is not None else None
+        span = f"frame {index}" if last == index else f"frames {index}-{last}" if last is not None else \
+            f"frames {index} to the end"
+        return f"{span} cannot be decoded" + (f"; the I-frame {resume} recovers" if resume is not None else
+                                              " (no later I-frame)")
+
+    def _decode(self, packet: FramePacket | DamagedPacket, references: ReferenceBuffer) -> YUVFrame:
+        h, model = self.header, self._model
+        if isinstance(packet, DamagedPacket):
+            raise NvcError(str(packet))
+        index = packet.frame_index
+        if not 0 <= packet.quality < model.config.quality_levels:
+            raise NvcError(f"invalid quality {packet.quality} in frame {index}")
+        hp, wp = padded_size(h.height), padded_size(h.width)
+        try:
+            if packet.frame_type == FrameType.I:
+                rec = model.intra.decompress(packet.streams, hp, wp, packet.quality)
+            elif model.inter is None:
+                raise NvcError(f"frame {index} is a P-frame, but model {self.model_name} codes I-frames only")
+            else:
+                rec = model.inter.decompress(packet.streams, references.reference_for(index), hp, wp, packet.quality)
+        except (ValueError, RuntimeError) as e:
+            raise NvcError(f"corrupt latent data in frame {index}: {e}") from None
+        references.put(index, rec)
+        return tensor_to_frame(rec.x_hat, h.height, h.width)
 
     def close(self) -> None:
         if self._owns:

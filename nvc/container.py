@@ -131,11 +131,26 @@ class FramePacket:
         return len(self.streams.z) + sum(len(s) for s in self.streams.y)
 
 
+@dataclass(frozen=True)
+class DamagedPacket:
+    """A packet that was read whole but failed its CRC or does not parse: the stream goes on after it."""
+
+    frame_index: int
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.problem} in frame {self.frame_index}"
+
+
 END_OF_STREAM = _PACKET_LEN.pack(0)
 
 
-def read_packets(f: BinaryIO, header: StreamHeader) -> Iterator[FramePacket]:
-    """Packets in order; raises NvcError on truncation, corruption or a missing end mark."""
+def read_packets(f: BinaryIO, header: StreamHeader, skip_damaged: bool = False) -> Iterator[FramePacket | DamagedPacket]:
+    """Packets in order; raises NvcError on truncation, corruption or a missing end mark.
+
+    With skip_damaged, a packet whose length is sound but whose CRC or fields are not is yielded as
+    a `DamagedPacket` and reading goes on with the next one.
+    """
     k = header.substreams
     fixed_size = _PACKET_FIXED.size + 4 * k + 4
     index = 0
@@ -159,10 +174,17 @@ def read_packets(f: BinaryIO, header: StreamHeader) -> Iterator[FramePacket]:
         y_lens = struct.unpack_from(f">{k}I", body, _PACKET_FIXED.size)
         (crc,) = struct.unpack_from(">I", body, fixed_size - 4)
         payload = body[fixed_size:]
+        damage = None
         if zlib.crc32(payload, zlib.crc32(body[: fixed_size - 4])) != crc:
-            raise NvcError(f"CRC mismatch in frame {index}")
-        if ftype not in (FrameType.I, FrameType.P) or frame_index != index or z_len + sum(y_lens) != len(payload):
-            raise NvcError(f"malformed packet in frame {index}")
+            damage = DamagedPacket(index, "CRC mismatch")
+        elif ftype not in (FrameType.I, FrameType.P) or frame_index != index or z_len + sum(y_lens) != len(payload):
+            damage = DamagedPacket(index, "malformed packet")
+        if damage is not None:
+            if not skip_damaged:
+                raise NvcError(str(damage))
+            yield damage
+            index += 1
+            continue
         cuts, pos = [], z_len
         for n in y_lens:
             cuts.append(payload[pos : pos + n])

@@ -36,6 +36,13 @@ class YUVFrame:
         return b"".join(np.ascontiguousarray(p).tobytes() for p in self.planes())
 
     @classmethod
+    def gray(cls, width: int, height: int) -> "YUVFrame":
+        """Mid-grey, what a decoder shows when it has no picture at all."""
+        ch, cw = chroma_size(height, width)
+        return cls(np.full((height, width), 128, np.uint8), np.full((ch, cw), 128, np.uint8),
+                   np.full((ch, cw), 128, np.uint8))
+
+    @classmethod
     def from_bytes(cls, data: bytes, width: int, height: int) -> "YUVFrame":
         ch, cw = chroma_size(height, width)
         buf = np.frombuffer(data, np.uint8)

@@ -1,9 +1,14 @@
-"""The intra frame model: transforms (`models.transforms`) plus the hyperprior latent codec
-(`entropy.hyperprior`), with CompressAI's contract:
+"""The frame models, with CompressAI's contract, and the shipped set of weights.
 
-- `forward(x, quality)` -> reconstruction and likelihoods (training);
-- `compress(x, quality)` -> latent streams, and the reconstruction the decoder will produce;
-- `decompress(streams, shape, quality)` -> reconstruction.
+- `IntraModel`: I-frames, `models.transforms` plus the hyperprior latent codec (`entropy.hyperprior`).
+- `InterModel`: P-frames, conditional coding on the previous decoded frame (`models.inter`) plus the
+  hyperprior with a latent-domain temporal prior (`entropy.temporal`).
+- `VideoModel`: what one weights file holds, an intra model and (from model id 2) an inter model.
+
+Each model has `forward` (training: reconstruction and likelihoods), `compress` (latent streams, and
+the `Reconstruction` the decoder will produce) and `decompress` (streams -> `Reconstruction`).
+A `Reconstruction` is a decoded-picture-buffer entry: the frame, rounded to 8 bits exactly as it is
+output, and its latent y_hat, the temporal prior of the next frame's entropy model.
 
 x is a packed YUV420 tensor (B, 6, H/2, W/2) in [0, 1], H and W multiples of 64.
 """
@@ -15,9 +20,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import nn
 
 from entropy.hyperprior import HyperpriorLatentCodec, LatentStreams
+from entropy.temporal import TemporalHyperpriorLatentCodec
+from models import inter as I
 from models import transforms as T
 from models.config import HyperpriorConfig
 from models.registry import ModelEntry, weights_hash
@@ -26,8 +34,24 @@ from models.registry import ModelEntry, weights_hash
 @dataclass(frozen=True)
 class ModelOutput:
     x_hat: torch.Tensor
+    y_hat: torch.Tensor
     y_likelihoods: torch.Tensor
     z_likelihoods: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    x_hat: torch.Tensor  # (1, 6, H/2, W/2), on the 8-bit grid: exactly the output frame
+    y_hat: torch.Tensor  # (1, M, H/16, W/16), quantized latent (gain-scaled domain)
+
+
+def z_size(height: int, width: int) -> tuple[int, int]:
+    """Hyper-latent size for a padded luma size."""
+    return height // 64, width // 64
+
+
+def to_8bit(x: torch.Tensor) -> torch.Tensor:
+    return x.clamp(0, 1).mul_(255).round_().div_(255)
 
 
 class IntraModel(nn.Module):
@@ -45,62 +69,132 @@ class IntraModel(nn.Module):
         y = self.gain.scale(self.g_a(x), quality)
         out = self.latent_codec(y)
         x_hat = self.g_s(self.gain.unscale(out.y_hat, quality))
-        return ModelOutput(x_hat, out.y_likelihoods, out.z_likelihoods)
-
-    @staticmethod
-    def z_size(height: int, width: int) -> tuple[int, int]:
-        """Hyper-latent size for a padded luma size."""
-        return height // 64, width // 64
+        return ModelOutput(x_hat, out.y_hat, out.y_likelihoods, out.z_likelihoods)
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, quality: int) -> tuple[LatentStreams, torch.Tensor]:
+    def compress(self, x: torch.Tensor, quality: int) -> tuple[LatentStreams, Reconstruction]:
         q = torch.tensor([quality], device=x.device)
         streams, y_hat = self.latent_codec.compress(self.gain.scale(self.g_a(x), q))
-        return streams, self.synthesize(y_hat, q)
+        return streams, Reconstruction(self.synthesize(y_hat, q), y_hat)
 
     @torch.no_grad()
-    def decompress(self, streams: LatentStreams, height: int, width: int, quality: int) -> torch.Tensor:
-        y_hat = self.latent_codec.decompress(streams, self.z_size(height, width))
-        return self.synthesize(y_hat.to(self.g_s[0].weight.device), torch.tensor([quality]))
+    def decompress(self, streams: LatentStreams, height: int, width: int, quality: int) -> Reconstruction:
+        y_hat = self.latent_codec.decompress(streams, z_size(height, width)).to(self.g_s[0].weight.device)
+        return Reconstruction(self.synthesize(y_hat, torch.tensor([quality])), y_hat)
 
     def synthesize(self, y_hat: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-        return self.g_s(self.gain.unscale(y_hat, quality.to(y_hat.device))).clamp_(0, 1)
+        return to_8bit(self.g_s(self.gain.unscale(y_hat, quality.to(y_hat.device))))
 
 
-def save_weights(model: IntraModel, path) -> None:
+class InterModel(nn.Module):
+    """P-frame model: x_t coded given the reference frame's pixels (transforms) and latent (entropy)."""
+
+    def __init__(self, config: HyperpriorConfig):
+        super().__init__()
+        self.config = config
+        self.context = I.ContextPyramid()
+        self.g_a = I.ConditionalAnalysis(config)
+        self.g_s = I.ConditionalSynthesis(config)
+        self.gain = T.QualityGain(config.quality_levels, config.latent_channels)
+        self.latent_codec = TemporalHyperpriorLatentCodec(
+            T.hyper_analysis(config), T.hyper_synthesis(config), config.channels, config.latent_channels,
+            config.substreams,
+        )
+
+    @torch.no_grad()
+    def init_from(self, intra: IntraModel) -> None:
+        """Start from the intra model: with its zero-initialised context paths it codes the same."""
+        self.g_a.init_from(intra.g_a)
+        self.g_s.init_from(intra.g_s)
+        self.gain.load_state_dict(intra.gain.state_dict())
+        own = self.latent_codec.state_dict()
+        own.update({k: v for k, v in intra.latent_codec.state_dict().items() if k in own and v.shape == own[k].shape})
+        self.latent_codec.load_state_dict(own)
+
+    def forward(self, x: torch.Tensor, ref_x: torch.Tensor, ref_y: torch.Tensor, quality: torch.Tensor) -> ModelOutput:
+        ctx = self.context(ref_x)
+        y = self.gain.scale(self.g_a(x, ctx), quality)
+        out = self.latent_codec(y, ref_y)
+        x_hat = self.g_s(self.gain.unscale(out.y_hat, quality), ctx)
+        return ModelOutput(x_hat, out.y_hat, out.y_likelihoods, out.z_likelihoods)
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor, ref: Reconstruction, quality: int) -> tuple[LatentStreams, Reconstruction]:
+        q = torch.tensor([quality], device=x.device)
+        ctx = self.context(ref.x_hat)
+        streams, y_hat = self.latent_codec.compress(self.gain.scale(self.g_a(x, ctx), q), ref.y_hat)
+        return streams, Reconstruction(self._synthesize(y_hat, ctx, q), y_hat)
+
+    @torch.no_grad()
+    def decompress(self, streams: LatentStreams, ref: Reconstruction, height: int, width: int,
+                   quality: int) -> Reconstruction:
+        y_hat = self.latent_codec.decompress(streams, z_size(height, width), ref.y_hat)
+        ctx = self.context(ref.x_hat)
+        return Reconstruction(self._synthesize(y_hat.to(ref.x_hat.device), ctx, torch.tensor([quality])), y_hat)
+
+    def _synthesize(self, y_hat: torch.Tensor, ctx, quality: torch.Tensor) -> torch.Tensor:
+        return to_8bit(self.g_s(self.gain.unscale(y_hat, quality.to(y_hat.device)), ctx))
+
+
+class VideoModel(nn.Module):
+    """One shipped set of weights: the intra model and, unless `inter=False`, the P-frame model."""
+
+    def __init__(self, config: HyperpriorConfig, inter: bool = True):
+        super().__init__()
+        self.config = config
+        self.intra = IntraModel(config)
+        self.inter = InterModel(config) if inter else None
+
+
+def update_entropy_tables(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, HyperpriorLatentCodec):
+            m.update()
+
+
+def save_weights(model: VideoModel, path) -> None:
     """Save fp16 weights plus the integer CDF tables and the config (a file rebuilds its model).
 
     The CDF tables are rebuilt from the fp16-rounded weights, so that what is shipped is exactly
-    what encoder and decoder use.
+    what encoder and decoder use. Buffers (scale table, bounds) stay in full precision.
     """
     model = model.to("cpu").eval()
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(p.half().float())
-    model.latent_codec.update()
-    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    update_entropy_tables(model)
+    params = {name for name, _ in model.named_parameters()}
+    state = {k: (v.half() if k in params else v) for k, v in model.state_dict().items()}
     buf = io.BytesIO()
-    torch.save({"config": model.config.to_dict(), "state_dict": state}, buf)
+    torch.save({"config": model.config.to_dict(), "inter": model.inter is not None, "state_dict": state}, buf)
     with open(path, "wb") as f:
         f.write(buf.getvalue())
 
 
-def load_weights(path) -> IntraModel:
+def load_weights(path) -> VideoModel:
     data = torch.load(path, map_location="cpu", weights_only=True)
-    model = IntraModel(HyperpriorConfig.from_dict(data["config"]))
+    config = HyperpriorConfig.from_dict(data["config"])
+    state = data["state_dict"]
+    if "inter" not in data:  # model id 1: an intra model saved on its own
+        state = {f"intra.{k}": v for k, v in state.items()}
+    model = VideoModel(config, inter=bool(data.get("inter", False)))
     # CompressAI's CDF buffers start empty; size them from the saved tables before loading.
-    lc = model.latent_codec
-    for codec, prefix in ((lc.z_codec, "latent_codec.z_codec."), (lc.y_codec, "latent_codec.y_codec.")):
-        for name in ("_quantized_cdf", "_offset", "_cdf_length", "scale_table"):
-            key = prefix + name
-            if key in data["state_dict"] and hasattr(codec, name):
-                getattr(codec, name).resize_(data["state_dict"][key].shape)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in data["state_dict"].items()})
+    for name, codec in model.named_modules():
+        if isinstance(codec, (EntropyBottleneck, GaussianConditional)):
+            for buf in ("_quantized_cdf", "_offset", "_cdf_length", "scale_table"):
+                key = f"{name}.{buf}"
+                if key in state and hasattr(codec, buf):
+                    getattr(codec, buf).resize_(state[key].shape)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    # Bounds are constants of the architecture, not learned: model 1's file stored them in fp16,
+    # where the 1e-9 likelihood bound is 0.
+    state.update({k: v for k, v in model.state_dict().items() if k.endswith(".bound")})
+    model.load_state_dict(state)
     return model.eval()
 
 
 @lru_cache(maxsize=4)
-def load_shipped(entry: ModelEntry, device: str = "cpu") -> tuple[IntraModel, bytes]:
+def load_shipped(entry: ModelEntry, device: str = "cpu") -> tuple[VideoModel, bytes]:
     """The shipped model for a table entry, and the hash of its weights file."""
     if not entry.weights_path.exists():
         raise FileNotFoundError(f"weights for {entry.name} are missing: {entry.weights_path}")

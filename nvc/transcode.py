@@ -13,6 +13,7 @@ from tqdm import tqdm
 from nvc.codec import DEFAULT_QUALITY, Encoder, Reader
 from nvc.errors import NvcError
 from nvc.frames import YUVFrame
+from nvc.gop import DEFAULT_INTRA_PERIOD
 from nvc.metrics import FramePSNR, frame_psnr
 from nvc.output import open_writer
 from nvc.video import VideoSource
@@ -61,7 +62,7 @@ class DecodeStats:
 
 def encode_video(source: str | Path, output: str | Path, quality: int = DEFAULT_QUALITY, frames: int | None = None,
                  device: str = "cpu", size: tuple[int, int] | None = None, fps: Fraction | None = None,
-                 progress: bool = True, keep: bool = False) -> EncodeStats:
+                 progress: bool = True, keep: bool = False, intra_period: int = DEFAULT_INTRA_PERIOD) -> EncodeStats:
     if frames is not None and frames < 1:
         raise NvcError(f"--frames must be at least 1, got {frames}")
     with VideoSource(source, size=size, fps=fps) as src:
@@ -69,7 +70,7 @@ def encode_video(source: str | Path, output: str | Path, quality: int = DEFAULT_
         known = [n for n in (frames, info.frame_count) if n]
         total = min(known) if known else None
         encoder = Encoder(output, info.width, info.height, fps=info.fps, quality=quality, device=device,
-                          colorspace=info.colorspace)
+                          colorspace=info.colorspace, intra_period=intra_period)
         psnr, kept = [], []
         bar = tqdm(total=total, desc="encode", unit="frame", disable=not progress, leave=False)
         try:
@@ -96,9 +97,10 @@ def encode_video(source: str | Path, output: str | Path, quality: int = DEFAULT_
 
 
 def decode_video(source: str | Path, output: str | Path | None, device: str = "cpu", progress: bool = True,
-                 keep: bool = False) -> DecodeStats:
-    """Decode to a writer chosen by `output`'s name (None: decode only). `keep` returns the frames."""
-    with Reader(source, device=device) as reader:
+                 keep: bool = False, conceal: bool = False, on_damage=None) -> DecodeStats:
+    """Decode to a writer chosen by `output`'s name (None: decode only). `keep` returns the frames;
+    `conceal` and `on_damage` are those of `nvc.codec.Reader`."""
+    with Reader(source, device=device, conceal=conceal, on_damage=on_damage) as reader:
         h = reader.header
         writer = open_writer(str(output), h.width, h.height, reader.fps) if output is not None else None
         bar = tqdm(total=h.frame_count or None, desc="decode", unit="frame", disable=not progress, leave=False)

@@ -81,7 +81,8 @@ def test_flipped_byte_names_the_frame(tmp_path, capsys, small_nvc):
     data = bytearray(small_nvc.read_bytes())
     second = 54 + 4 + struct.unpack(">I", data[54:58])[0]  # start of frame 1's packet
     data[second + 40] ^= 0x01
-    assert decode_error(tmp_path, capsys, bytes(data)) == "nvc: error: CRC mismatch in frame 1"
+    assert decode_error(tmp_path, capsys, bytes(data)) == (
+        "nvc: error: CRC mismatch in frame 1; frames 1-2 cannot be decoded (no later I-frame)")
 
 
 def test_wrong_magic(tmp_path, capsys, small_nvc):
@@ -100,7 +101,7 @@ def test_other_weights(tmp_path, capsys, small_nvc):
     data[7:23] = bytes(16)  # weights hash field
     data[50:54] = struct.pack(">I", zlib.crc32(bytes(data[:50])))
     msg = decode_error(tmp_path, capsys, bytes(data))
-    assert msg.startswith("nvc: error: weights hash differs: encoded with hyperprior-yuv420-v1 weights 0000000000000000")
+    assert msg.startswith("nvc: error: weights hash differs: encoded with tcm-yuv420-v1 weights 0000000000000000")
 
 
 def test_unknown_model_id(tmp_path, capsys, small_nvc):

@@ -41,21 +41,28 @@ def test_anchor_settings_are_low_delay_with_the_intra_period():
 
 def test_eval_end_to_end_and_resume(tmp_path, carphone, capsys, monkeypatch):
     out = tmp_path / "report"
-    args = ["eval", str(carphone), "--frames", "2", "--qualities", "0", "5", "--anchor-qps", "30", "40",
-            "--preset", "ultrafast", "-o", str(out), "-q"]
+    args = ["eval", str(carphone), "--frames", "4", "--intra-period", "2", "--qualities", "0", "5", "--anchor-qps",
+            "30", "40", "--preset", "ultrafast", "--nvc-intra", "-o", str(out), "-q"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "BD-PSNR vs x265-ultrafast" in printed
+    assert "BD-PSNR vs x265-ultrafast" in printed and "BD-rate vs nvc-intra" in printed
     data = json.loads((out / "results.json").read_text())
     points = {(p["codec"], p["point"]): p for p in data["points"]}
-    assert set(points) == {("nvc", 0), ("nvc", 5), ("x265-ultrafast", 30), ("x265-ultrafast", 40)}
+    assert set(points) == {("nvc", 0), ("nvc", 5), ("nvc-intra", 0), ("nvc-intra", 5), ("x265-ultrafast", 30),
+                           ("x265-ultrafast", 40)}
     x265 = points[("x265-ultrafast", 30)]
     assert x265["settings"]["preset"] == "ultrafast" and "bframes=0" in x265["settings"]["x265-params"]
-    assert x265["frames"] == 2 and x265["bytes"] * 8 / (176 * 144 * 2) == pytest.approx(x265["bpp"])
+    assert "keyint=2" in x265["settings"]["x265-params"]
+    assert x265["frames"] == 4 and x265["bytes"] * 8 / (176 * 144 * 4) == pytest.approx(x265["bpp"])
+    assert points[("nvc", 0)]["settings"]["intra_period"] == 2
+    assert points[("nvc-intra", 0)]["settings"]["intra_period"] == 1
+    assert len(points[("nvc", 5)]["psnr_yuv_per_frame"]) == 4
     assert points[("nvc", 5)]["bpp"] > points[("nvc", 0)]["bpp"]
     assert points[("x265-ultrafast", 30)]["psnr_yuv"] > points[("x265-ultrafast", 40)]["psnr_yuv"]
     assert (out / "rd-carphone_pristine.png").stat().st_size > 10_000
-    assert "| nvc | q5 |" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "| nvc | q5 |" in summary and "| nvc-intra | q5 |" in summary and "| q5 | " in summary  # GOP table
+    assert (out / "gop-carphone_pristine.png").exists()
 
     def must_not_run(*a, **k):
         raise AssertionError("a finished point was measured again")
@@ -63,6 +70,12 @@ def test_eval_end_to_end_and_resume(tmp_path, carphone, capsys, monkeypatch):
     monkeypatch.setattr(runner, "measure", must_not_run)
     assert main(args) == 0  # resumed: every point comes from results.json
     assert not list(out.glob(".work-*"))
+
+
+def test_gop_profile_averages_each_position_over_the_gops():
+    from nvc.evaluation.report import gop_profile
+
+    assert gop_profile([30, 29, 28, 31, 30, 29, 32], 3) == pytest.approx([31, 29.5, 28.5])
 
 
 def test_eval_rejects_bad_arguments(tmp_path, carphone, capsys):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from nvc.model import load_weights
+from tools import train_inter
 from tools.train import main, yuv_mse
 
 
@@ -22,7 +23,20 @@ def test_train_resume_export(tmp_path, capsys):
     main(args + ["--steps", "3"])
     assert "resumed from" in capsys.readouterr().out
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 3
-    model = load_weights(tmp_path / "w.pt")
+    model = load_weights(tmp_path / "w.pt").intra
     x = torch.rand(1, 6, 32, 32)
-    streams, x_hat = model.compress(x, 2)
-    assert torch.equal(model.decompress(streams, 64, 64, 2), x_hat)
+    streams, rec = model.compress(x, 2)
+    assert torch.equal(model.decompress(streams, 64, 64, 2).x_hat, rec.x_hat)
+
+
+def test_inter_training_runs_resumes_and_exports_a_video_model(tmp_path, capsys):
+    args = ["--out", str(tmp_path / "run"), "--batch", "1", "--patch", "64", "--length", "3",
+            "--clip", "carphone_pristine.mp4", "--checkpoint-every", "1", "--export", str(tmp_path / "w.pt")]
+    train_inter.main(args + ["--steps", "1"])
+    train_inter.main(args + ["--steps", "2"])
+    assert "resumed from" in capsys.readouterr().out
+    model = load_weights(tmp_path / "w.pt")
+    x = torch.rand(2, 6, 32, 32)
+    _, ref = model.intra.compress(x[:1], 2)
+    streams, rec = model.inter.compress(x[1:], ref, 2)
+    assert torch.equal(model.inter.decompress(streams, ref, 64, 64, 2).x_hat, rec.x_hat)

@@ -73,6 +73,44 @@ class PatchSampler:
         return torch.stack([self._crop(f) for f in frames])
 
 
+class SequenceSampler:
+    """Runs of consecutive video frames, cropped at one random place and flipped alike, for
+    multi-frame P-frame training: a batch is (B, T, 6, p/2, p/2)."""
+
+    def __init__(self, clips: list[list[YUVFrame]], patch: int, length: int, seed: int = 0):
+        self.clips = [c for c in clips if len(c) >= length and min(c[0].height, c[0].width) >= patch]
+        if not self.clips:
+            raise ValueError(f"no training clip has {length} frames of at least {patch}x{patch}")
+        self.weights = [len(c) - length + 1 for c in self.clips]
+        self.patch, self.length = patch, length
+        self.rng = random.Random(seed)
+
+    def _run(self) -> torch.Tensor:
+        rng, p = self.rng, self.patch
+        clip = rng.choices(self.clips, weights=self.weights)[0]
+        start = rng.randrange(len(clip) - self.length + 1)
+        top = 2 * rng.randrange((clip[0].height - p) // 2 + 1)
+        left = 2 * rng.randrange((clip[0].width - p) // 2 + 1)
+        flip = rng.random() < 0.5
+        run = []
+        for f in clip[start : start + self.length]:
+            planes = (f.y[top : top + p, left : left + p],
+                      f.u[top // 2 : (top + p) // 2, left // 2 : (left + p) // 2],
+                      f.v[top // 2 : (top + p) // 2, left // 2 : (left + p) // 2])
+            t = [torch.from_numpy(np.ascontiguousarray(a)).float().div_(255)[None, None] for a in planes]
+            run.append(pack_yuv420(*[a.flip(-1) if flip else a for a in t])[0])
+        return torch.stack(run)
+
+    def batch(self, size: int) -> torch.Tensor:
+        return torch.stack([self._run() for _ in range(size)])
+
+
+def sequence_sampler(patch: int, length: int, extra_videos: list[Path] = (), seed: int = 0,
+                     clips: tuple[str, ...] = SAMPLE_CLIPS) -> SequenceSampler:
+    clips = [read_frames(p) for p in [sample_clip(n) for n in clips] + list(extra_videos)]
+    return SequenceSampler(clips, patch, length, seed)
+
+
 def default_sampler(patch: int, extra_videos: list[Path] = (), seed: int = 0) -> PatchSampler:
     videos = load_videos([sample_clip(n) for n in SAMPLE_CLIPS] + list(extra_videos))
     videos = [f for f in videos if min(f.height, f.width) >= patch]

@@ -62,28 +62,36 @@ class Codec(ABC):
 
 
 class NvcCodec(Codec):
-    """nvc itself. All frames are intra-coded until P-frames land: its intra period is 1."""
+    """nvc itself: the shipped model, an I-frame every intra period and P-frames between."""
 
     name, parameter, extension = "nvc", "quality", ".nvc"
 
     def __init__(self, device: str = "cpu"):
         self.device = device
 
-    def warm_up(self) -> None:
-        from models.registry import DEFAULT_MODEL, entry_by_name
-        from nvc.model import load_shipped
-
-        load_shipped(entry_by_name(DEFAULT_MODEL), self.device)
-
-    def settings(self, point: int, intra_period: int) -> dict:
+    def model(self) -> str:
         from models.registry import DEFAULT_MODEL
 
-        return {"model": DEFAULT_MODEL, "quality": point, "intra_period": 1, "device": self.device}
+        return DEFAULT_MODEL
+
+    def intra_period(self, intra_period: int) -> int:
+        return intra_period
+
+    def warm_up(self) -> None:
+        from models.registry import entry_by_name
+        from nvc.model import load_shipped
+
+        load_shipped(entry_by_name(self.model()), self.device)
+
+    def settings(self, point: int, intra_period: int) -> dict:
+        return {"model": self.model(), "quality": point, "intra_period": self.intra_period(intra_period),
+                "device": self.device}
 
     def encode(self, frames, fps, point, intra_period, path) -> None:
         from nvc.codec import Encoder
 
-        with Encoder(path, frames[0].width, frames[0].height, fps=fps, quality=point, device=self.device) as enc:
+        with Encoder(path, frames[0].width, frames[0].height, fps=fps, quality=point, model=self.model(),
+                     device=self.device, intra_period=self.intra_period(intra_period)) as enc:
             for f in frames:
                 enc.encode(f)
 
@@ -92,6 +100,21 @@ class NvcCodec(Codec):
 
         with Reader(path, device=self.device) as r:
             return list(r)
+
+
+class NvcIntraCodec(NvcCodec):
+    """nvc without temporal prediction: the intra-only model 1, every frame an I-frame. The
+    reference curve that shows what P-frames save."""
+
+    name = "nvc-intra"
+
+    def model(self) -> str:
+        from models.registry import INTRA_MODEL
+
+        return INTRA_MODEL
+
+    def intra_period(self, intra_period: int) -> int:
+        return 1
 
 
 class LibavCodec(Codec):

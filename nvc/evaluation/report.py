@@ -54,6 +54,35 @@ def plot(store: ResultStore, sequence: str, codecs: list[str], frames: int, intr
     plt.close(fig)
 
 
+def gop_profile(per_frame: list[float], intra_period: int) -> list[float]:
+    """Mean PSNR by position in the GOP (position 0 is the I-frame), over the GOPs of a sequence."""
+    period = intra_period if intra_period > 0 else len(per_frame)
+    by_position: dict[int, list[float]] = {}
+    for i, v in enumerate(per_frame):
+        by_position.setdefault(i % period, []).append(v)
+    return [float(np.mean(by_position[k])) for k in sorted(by_position)]
+
+
+def plot_gop(curve: list[PointResult], sequence: str, intra_period: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
+    for p in curve:
+        profile = gop_profile(p.psnr_yuv_per_frame, intra_period)
+        ax.plot(range(len(profile)), profile, marker=".", label=f"q{p.point} ({p.bpp:.3f} bpp)")
+    ax.set_xlabel("position in GOP (0 = I-frame)")
+    ax.set_ylabel("PSNR-YUV (6:1:1) [dB], mean over GOPs")
+    ax.set_title(f"{sequence}: nvc quality over a GOP (intra period {intra_period})")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def write(store: ResultStore, out_dir: Path, sequences: list[str], frames: dict[str, int], test: str,
           anchors: list[str], intra_period: int, command: str) -> str:
     lines = [f"# {test} vs anchors: BD-rate on PSNR-YUV (6:1:1)", "",
@@ -62,8 +91,14 @@ def write(store: ResultStore, out_dir: Path, sequences: list[str], frames: dict[
              "of the real output file (the .nvc file; the anchor's Annex-B elementary stream). Anchors run "
              f"low-delay (no B-frames), constant QP, tune=psnr, intra period {intra_period}.", ""]
     test_curves = {s: store.curve(s, test, frames[s], intra_period) for s in sequences}
-    if test_curves and all(c and c[0].settings.get("intra_period") == 1 for c in test_curves.values()):
-        lines += [f"{test} codes every frame as an I-frame (no temporal prediction yet).", ""]
+    periods = {c[0].settings.get("intra_period") for c in test_curves.values() if c}
+    if periods == {1}:
+        lines += [f"{test} codes every frame as an I-frame.", ""]
+    elif periods:
+        lines += [f"{test} codes an I-frame every {intra_period} frames (-1: only the first) and P-frames between.", ""]
+    if "nvc-intra" in anchors:
+        lines += ["nvc-intra is nvc without temporal prediction (model hyperprior-yuv420-v1, every frame an "
+                  "I-frame): BD-rate against it is what P-frames save.", ""]
     header = "| sequence | " + " | ".join(f"BD-rate vs {a} | BD-PSNR vs {a}" for a in anchors) + " |"
     lines += [header, "|" + " --- |" * (1 + 2 * len(anchors))]
     sums = {a: [] for a in anchors}
@@ -86,12 +121,28 @@ def write(store: ResultStore, out_dir: Path, sequences: list[str], frames: dict[
     for s in sequences:
         png = out_dir / f"rd-{s}.png"
         plot(store, s, [test, *anchors], frames[s], intra_period, png)
-        lines += [f"## {s}", "", f"![RD curve]({png.name})", "",
-                  "| codec | point | bpp | PSNR-Y | PSNR-U | PSNR-V | PSNR-YUV | PSNR-RGB | MS-SSIM (Y) | enc fps | dec fps |",
+        lines += [f"## {s}", "", f"![RD curve]({png.name})", ""]
+        gop_curve = [p for p in test_curves[s] if p.psnr_yuv_per_frame]
+        if gop_curve and intra_period != 1:
+            gop_png = out_dir / f"gop-{s}.png"
+            plot_gop(gop_curve, s, intra_period, gop_png)
+            positions = len(gop_profile(gop_curve[0].psnr_yuv_per_frame, intra_period))
+            shown = sorted({0, 1, positions // 2, positions - 1})
+            lines += [f"![PSNR over the GOP]({gop_png.name})", "",
+                      f"{test} PSNR-YUV by position in the GOP (mean over GOPs; drift = last P-frame - first "
+                      "P-frame):", "",
+                      "| quality | " + " | ".join(f"pos {k}" for k in shown) + " | drift |",
+                      "|" + " --- |" * (len(shown) + 2)]
+            for p in gop_curve:
+                prof = gop_profile(p.psnr_yuv_per_frame, intra_period)
+                drift = f"{prof[-1] - prof[1]:+.2f} dB" if len(prof) > 1 else "n/a"
+                lines.append(f"| q{p.point} | " + " | ".join(f"{prof[k]:.2f}" for k in shown) + f" | {drift} |")
+            lines.append("")
+        lines += ["| codec | point | bpp | PSNR-Y | PSNR-U | PSNR-V | PSNR-YUV | PSNR-RGB | MS-SSIM (Y) | enc fps | dec fps |",
                   "|" + " --- |" * 11]
         for codec in (test, *anchors):
             for p in store.curve(s, codec, frames[s], intra_period):
-                param = "q" if codec == test else "QP "
+                param = "q" if "quality" in p.settings else "QP "
                 lines.append(f"| {codec} | {param}{p.point} | {p.bpp:.4f} | {p.psnr_y:.2f} | {p.psnr_u:.2f} | "
                              f"{p.psnr_v:.2f} | {p.psnr_yuv:.2f} | {p.psnr_rgb:.2f} | {p.ms_ssim:.4f} | "
                              f"{p.encode_fps:.2f} | {p.decode_fps:.2f} |")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -47,6 +47,7 @@ class PointResult:
     ms_ssim: float
     encode_fps: float
     decode_fps: float
+    psnr_yuv_per_frame: list[float] = field(default_factory=list)
 
     def key(self) -> tuple:
         return (self.sequence, self.codec, self.point, self.frames, self.intra_period)
@@ -109,6 +110,7 @@ def measure(codec: Codec, seq: Sequence, point: int, intra_period: int, workdir:
         psnr_rgb=mean([psnr_rgb(a, b) for a, b in zip(seq.frames, coded.decoded)]),
         ms_ssim=mean([ms_ssim_y(a, b) for a, b in zip(seq.frames, coded.decoded)]),
         encode_fps=n / coded.encode_seconds, decode_fps=n / coded.decode_seconds,
+        psnr_yuv_per_frame=[round(p.yuv, 3) for p in psnrs],
     )
     path.unlink()
     return result
@@ -130,7 +132,11 @@ class ResultStore:
                 raise NvcError(f"cannot resume from {path}: {e}") from None
 
     def get(self, seq: str, codec: Codec, point: int, frames: int, intra_period: int) -> PointResult | None:
-        return self.points.get((seq, codec.name, point, frames, intra_period))
+        """A finished point, unless the codec's settings have changed since (a new model)."""
+        found = self.points.get((seq, codec.name, point, frames, intra_period))
+        if found is not None and found.settings != codec.settings(point, intra_period):
+            return None
+        return found
 
     def add(self, result: PointResult) -> None:
         self.points[result.key()] = result
@@ -165,7 +171,9 @@ def anchor_points(done: list[PointResult], target: list[PointResult]) -> list[in
 
 def run(sequences: list[Sequence], nvc_codec: Codec, qualities: list[int], anchors: list[Codec],
         anchor_qps: list[int] | None, intra_period: int, store: ResultStore, workdir: Path,
-        progress: bool = True) -> None:
+        progress: bool = True, references: list[Codec] = ()) -> None:
+    """Measure nvc and the `references` (other nvc configurations) at `qualities`, then each anchor
+    at `anchor_qps` or at a QP sweep covering nvc's curve."""
     bar = tqdm(desc="eval", unit="point", disable=not progress)
 
     def point(codec: Codec, seq: Sequence, p: int) -> PointResult:
@@ -181,6 +189,9 @@ def run(sequences: list[Sequence], nvc_codec: Codec, qualities: list[int], ancho
     try:
         for seq in sequences:
             ours = [point(nvc_codec, seq, q) for q in qualities]
+            for ref in references:
+                for q in qualities:
+                    point(ref, seq, q)
             for anchor in anchors:
                 if anchor_qps:
                     for qp in anchor_qps:

@@ -1,0 +1,132 @@
+"""P-frames: GOP structure, exact decoding, determinism of the entropy path, damaged packets."""
+
+import numpy as np
+import pytest
+import torch
+
+import nvc
+from nvc.cli import main
+from nvc.codec import frame_to_tensor, tensor_to_frame
+from nvc.container import FrameType
+from nvc.gop import frame_type
+from nvc.metrics import frame_psnr
+from nvc.video import read_frames
+
+
+def frames_equal(a, b) -> bool:
+    return all(np.array_equal(p, q) for p, q in zip(a.planes(), b.planes()))
+
+
+@pytest.fixture(scope="module")
+def frames(carphone):
+    return read_frames(carphone, 7)
+
+
+@pytest.fixture(scope="module")
+def gop_file(tmp_path_factory, frames):
+    """7 real frames, intra period 3: I P P I P P I."""
+    path = tmp_path_factory.mktemp("gop") / "gop.nvc"
+    with nvc.open(path, "w", width=176, height=144, fps=30, quality=2, intra_period=3) as enc:
+        encoded = [enc.encode(f) for f in frames]
+    return path, encoded
+
+
+def test_frame_types_follow_the_intra_period():
+    assert [frame_type(i, 3) for i in range(7)] == [FrameType.I, FrameType.P, FrameType.P] * 2 + [FrameType.I]
+    assert [frame_type(i, -1) for i in range(4)] == [FrameType.I] + [FrameType.P] * 3
+    assert all(frame_type(i, 1) == FrameType.I for i in range(4))
+
+
+def test_p_frames_decode_bit_for_bit(gop_file, frames):
+    path, encoded = gop_file
+    assert [e.frame_type for e in encoded] == [FrameType.I, FrameType.P, FrameType.P] * 2 + [FrameType.I]
+    with nvc.open(path) as f:
+        assert f.header.intra_period == 3
+        decoded = list(f)
+    assert len(decoded) == 7
+    assert all(frames_equal(e.reconstruction, d) for e, d in zip(encoded, decoded))
+    assert all(frame_psnr(s, d).yuv > 28 for s, d in zip(frames, decoded))
+
+
+def test_p_frames_cost_fewer_bits_than_i_frames(gop_file):
+    """The point of inter coding, on real video at one quality level."""
+    _, encoded = gop_file
+    i_bytes = np.mean([e.bytes for e in encoded if e.frame_type == FrameType.I])
+    p_bytes = np.mean([e.bytes for e in encoded if e.frame_type == FrameType.P])
+    assert p_bytes < 0.9 * i_bytes
+
+
+def test_p_frame_entropy_decoding_is_exact_across_thread_counts(frames):
+    """DESIGN.md, Determinism: the entropy parameters of a P-frame come from z_hat and the previous
+    latent only, so the decoded latents are identical however the pixels were computed. Encode on
+    one thread, decode the latent chain on two."""
+    from models.registry import DEFAULT_MODEL, entry_by_name
+    from nvc.model import load_shipped, z_size
+
+    model, _ = load_shipped(entry_by_name(DEFAULT_MODEL))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        coded, ref = [], None
+        for i, frame in enumerate(frames[:4]):
+            x = frame_to_tensor(frame)
+            streams, ref = model.intra.compress(x, 2) if i == 0 else model.inter.compress(x, ref, 2)
+            coded.append((streams, ref))
+        torch.set_num_threads(2)
+        y_prev, dec_ref = None, None
+        for i, (streams, enc_rec) in enumerate(coded):
+            if i == 0:
+                y_hat = model.intra.latent_codec.decompress(streams, z_size(192, 192))
+                dec_ref = model.intra.decompress(streams, 192, 192, 2)
+            else:
+                y_hat = model.inter.latent_codec.decompress(streams, z_size(192, 192), y_prev)
+                dec_ref = model.inter.decompress(streams, dec_ref, 192, 192, 2)
+            assert torch.equal(y_hat, enc_rec.y_hat)
+            y_prev = y_hat
+            a, b = tensor_to_frame(enc_rec.x_hat, 144, 176), tensor_to_frame(dec_ref.x_hat, 144, 176)
+            assert max(np.abs(p.astype(int) - q).max() for p, q in zip(a.planes(), b.planes())) <= 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def damage(path, out, frame: int) -> None:
+    """Flip one payload byte of a frame's packet (after the header and `frame` packets)."""
+    from nvc.container import _HEADER, _HEADER_CRC
+
+    data = bytearray(path.read_bytes())
+    pos = _HEADER.size + _HEADER_CRC.size
+    for _ in range(frame):
+        pos += 4 + int.from_bytes(data[pos : pos + 4], "big")
+    data[pos + 4 + 40] ^= 0xFF
+    out.write_bytes(bytes(data))
+
+
+def test_damaged_p_frame_stops_with_a_clear_error_for_its_gop(tmp_path, gop_file, capsys):
+    path, _ = gop_file
+    bad = tmp_path / "bad.nvc"
+    damage(path, bad, 4)
+    with nvc.open(bad) as f, pytest.raises(nvc.NvcError) as err:
+        list(f)
+    assert str(err.value) == ("CRC mismatch in frame 4; frames 4-5 cannot be decoded; the I-frame 6 recovers")
+    out = tmp_path / "o.y4m"
+    assert main(["decode", str(bad), "-o", str(out), "-q"]) == 1
+    assert "error: CRC mismatch in frame 4; frames 4-5" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_next_i_frame_recovers_with_conceal(tmp_path, gop_file, capsys):
+    path, encoded = gop_file
+    bad = tmp_path / "bad.nvc"
+    damage(path, bad, 1)
+    messages = []
+    with nvc.open(bad, conceal=True, on_damage=messages.append) as f:
+        decoded = list(f)
+    assert len(decoded) == 7
+    assert messages == ["CRC mismatch in frame 1; frames 1-2 cannot be decoded; the I-frame 3 recovers, "
+                        "the last good frame is repeated in their place"]
+    assert frames_equal(decoded[1], encoded[0].reconstruction) and frames_equal(decoded[2], encoded[0].reconstruction)
+    assert all(frames_equal(decoded[i], encoded[i].reconstruction) for i in (0, 3, 4, 5, 6))
+    out = tmp_path / "o.y4m"
+    assert main(["decode", str(bad), "-o", str(out), "--conceal", "-q"]) == 0
+    assert "warning: CRC mismatch in frame 1" in capsys.readouterr().err
+    assert len(read_frames(out)) == 7
