@@ -170,7 +170,6 @@ def cmd_decode(args) -> None:
 
 def cmd_info(args) -> None:
     from nvc.codec import Reader
-    from nvc.container import DamagedPacket
 
     with Reader(args.input) as r:
         h = r.header
@@ -181,8 +180,6 @@ def cmd_info(args) -> None:
         print("frame  type  quality     bytes    z  substreams")
         total = 0
         for p in r.packets():
-            if isinstance(p, DamagedPacket):
-                raise NvcError(str(p))
             total += p.size
             print(f"{p.frame_index:5d}  {p.frame_type.name:>4}  {p.quality:7d}  {p.size:8d}  {len(p.streams.z):4d}  "
                   + " ".join(str(len(s)) for s in p.streams.y))

@@ -20,7 +20,7 @@ File header (54 bytes in version 1)::
 Packet, one per frame, in decoding order::
 
     length         u32 bytes that follow in this packet (0 marks the end of the stream)
-    frame_type     u8  1 = I (intra), 2 = P (predicted)
+    frame_type     u8  1 = I (intra), 2 = P (predicted from the frame before it)
     quality        u8
     frame_index    u32
     z_length       u32 hyper-latent stream length

@@ -10,7 +10,6 @@ available.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
@@ -18,7 +17,7 @@ from tqdm import tqdm
 
 from models.config import HyperpriorConfig
 from models.registry import INTRA_MODEL, entry_by_name
-from nvc.model import IntraModel, VideoModel, save_weights
+from nvc.model import IntraModel
 from tools import training
 from tools.datasets import default_sampler
 
@@ -55,14 +54,8 @@ def main(argv=None) -> None:
     checkpoints = training.Checkpoints(args.out)
     step = checkpoints.resume(model, opt, aux_opt, device)
 
-    def export() -> None:
-        clone = VideoModel(model.config, inter=False)
-        clone.intra = copy.deepcopy(model)
-        save_weights(clone, args.export)
-        print(f"exported {args.export} ({args.export.stat().st_size / 1e6:.1f} MB)")
-
     if args.export_only:
-        export()
+        training.export(args.export, model)
         return
 
     sampler = default_sampler(args.patch, args.video, seed=args.seed + step)
@@ -82,7 +75,7 @@ def main(argv=None) -> None:
         if step % args.checkpoint_every == 0 or step == args.steps:
             checkpoints.save(step, model, opt, aux_opt, logged, config=cfg.to_dict())
     bar.close()
-    export()
+    training.export(args.export, model)
 
 
 if __name__ == "__main__":

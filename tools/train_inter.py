@@ -13,14 +13,13 @@ available. The progress bar shows P-frame bpp next to the intra bpp of the same 
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 from tqdm import tqdm
 
 from models.registry import DEFAULT_MODEL, INTRA_MODEL, entry_by_name
-from nvc.model import InterModel, VideoModel, load_weights, save_weights
+from nvc.model import InterModel, load_weights
 from tools.datasets import SAMPLE_CLIPS, sequence_sampler
 from tools import training
 from tools.train import rate_bpp, yuv_mse
@@ -63,14 +62,8 @@ def main(argv=None) -> None:
     checkpoints = training.Checkpoints(args.out)
     step = checkpoints.resume(inter, opt, aux_opt, device)
 
-    def export() -> None:
-        model = VideoModel(intra.config, inter=False)
-        model.intra, model.inter = copy.deepcopy(intra), copy.deepcopy(inter)
-        save_weights(model, args.export)
-        print(f"exported {args.export} ({args.export.stat().st_size / 1e6:.1f} MB)")
-
     if args.export_only:
-        export()
+        training.export(args.export, intra, inter)
         return
 
     sampler = sequence_sampler(args.patch, args.length, args.video, seed=args.seed + step,
@@ -92,7 +85,7 @@ def main(argv=None) -> None:
         if step % args.checkpoint_every == 0 or step == args.steps:
             checkpoints.save(step, inter, opt, aux_opt, logged)
     bar.close()
-    export()
+    training.export(args.export, intra, inter)
 
 
 if __name__ == "__main__":

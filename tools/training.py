@@ -4,12 +4,14 @@ checkpoints with a log, and the learning-rate schedule."""
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from nvc.model import VideoModel, save_weights
 from nvc.runtime import keep_freed_memory
 
 
@@ -28,6 +30,15 @@ def arguments(doc: str, out: str, steps: int, batch: int, lr: float, checkpoint_
     ap.add_argument("--export-only", action="store_true", help="export the last checkpoint and stop")
     ap.add_argument("--seed", type=int, default=0)
     return ap
+
+
+def export(path: Path, intra: nn.Module, inter: nn.Module | None = None) -> None:
+    """Write the shipped fp16 weights file of an intra model, and of its P-frame model if given."""
+    model = VideoModel(intra.config, inter=False)
+    model.intra = copy.deepcopy(intra)
+    model.inter = copy.deepcopy(inter)
+    save_weights(model, path)
+    print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 def set_up(args) -> str:
