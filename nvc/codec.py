@@ -234,9 +234,9 @@ class Reader:
             raise NvcError(f"file has {h.substreams} substreams per frame, {entry.name} uses {model.config.substreams}")
         return model
 
-    def packets(self) -> Iterator[FramePacket | DamagedPacket]:
-        """The packets, not decoded (what `nvc info` lists)."""
-        return read_packets(self._file, self.header, skip_damaged=self.conceal)
+    def packets(self) -> Iterator[FramePacket]:
+        """The packets, not decoded (what `nvc info` lists); a damaged one raises NvcError."""
+        return read_packets(self._file, self.header)
 
     def __iter__(self) -> Iterator:
         if self._model is None:

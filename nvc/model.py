@@ -79,8 +79,13 @@ class IntraModel(nn.Module):
 
     @torch.no_grad()
     def decompress(self, streams: LatentStreams, height: int, width: int, quality: int) -> Reconstruction:
-        y_hat = self.latent_codec.decompress(streams, z_size(height, width)).to(self.g_s[0].weight.device)
+        y_hat = self.decode_latent(streams, height, width)
         return Reconstruction(self.synthesize(y_hat, torch.tensor([quality])), y_hat)
+
+    @torch.no_grad()
+    def decode_latent(self, streams: LatentStreams, height: int, width: int) -> torch.Tensor:
+        """Entropy decoding, the first half of `decompress`: streams -> y_hat on the model's device."""
+        return self.latent_codec.decompress(streams, z_size(height, width)).to(self.g_s[0].weight.device)
 
     def synthesize(self, y_hat: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
         return to_8bit(self.g_s(self.gain.unscale(y_hat, quality.to(y_hat.device))))
@@ -128,9 +133,18 @@ class InterModel(nn.Module):
     @torch.no_grad()
     def decompress(self, streams: LatentStreams, ref: Reconstruction, height: int, width: int,
                    quality: int) -> Reconstruction:
-        y_hat = self.latent_codec.decompress(streams, z_size(height, width), ref.y_hat)
-        ctx = self.context(ref.x_hat)
-        return Reconstruction(self._synthesize(y_hat.to(ref.x_hat.device), ctx, torch.tensor([quality])), y_hat)
+        y_hat = self.decode_latent(streams, ref, height, width)
+        return Reconstruction(self.synthesize(y_hat, ref, torch.tensor([quality])), y_hat)
+
+    @torch.no_grad()
+    def decode_latent(self, streams: LatentStreams, ref: Reconstruction, height: int, width: int) -> torch.Tensor:
+        """Entropy decoding, the first half of `decompress`: needs the reference's latent only."""
+        return self.latent_codec.decompress(streams, z_size(height, width), ref.y_hat).to(ref.x_hat.device)
+
+    @torch.no_grad()
+    def synthesize(self, y_hat: torch.Tensor, ref: Reconstruction, quality: torch.Tensor) -> torch.Tensor:
+        """The second half of `decompress`: y_hat and the reference's pixels -> the frame."""
+        return self._synthesize(y_hat, self.context(ref.x_hat), quality)
 
     def _synthesize(self, y_hat: torch.Tensor, ctx, quality: torch.Tensor) -> torch.Tensor:
         return to_8bit(self.g_s(self.gain.unscale(y_hat, quality.to(y_hat.device)), ctx))

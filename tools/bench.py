@@ -24,7 +24,7 @@ from models.macs import kmac_per_pixel
 from nvc.codec import Reader, padded_size
 from nvc.container import FrameType
 from nvc.gop import DEFAULT_INTRA_PERIOD
-from nvc.model import Reconstruction, VideoModel, load_shipped, z_size
+from nvc.model import Reconstruction, VideoModel, load_shipped
 from nvc.transcode import encode_video
 from nvc.video import sample_clip
 
@@ -78,15 +78,15 @@ def timed_decode(path: Path, device: str) -> dict:
             t0 = time.perf_counter()
             with torch.no_grad():
                 if packet.frame_type == FrameType.I:
-                    y_hat = model.intra.latent_codec.decompress(packet.streams, z_size(hp, wp)).to(device)
+                    y_hat = model.intra.decode_latent(packet.streams, hp, wp)
                     sync()
                     t1 = time.perf_counter()
                     x_hat = model.intra.synthesize(y_hat, q)
                 else:
-                    y_hat = model.inter.latent_codec.decompress(packet.streams, z_size(hp, wp), ref.y_hat).to(device)
+                    y_hat = model.inter.decode_latent(packet.streams, ref, hp, wp)
                     sync()
                     t1 = time.perf_counter()
-                    x_hat = model.inter._synthesize(y_hat, model.inter.context(ref.x_hat), q)
+                    x_hat = model.inter.synthesize(y_hat, ref, q)
                 ref = Reconstruction(x_hat, y_hat)
                 x_hat.cpu()
             sync()

@@ -45,6 +45,21 @@ def load_videos(paths: list[Path], max_frames: int | None = None) -> list[YUVFra
     return frames
 
 
+def random_corner(rng: random.Random, frame: YUVFrame, patch: int) -> tuple[int, int]:
+    """Top-left corner of a random patch, on even coordinates so that chroma stays aligned."""
+    return 2 * rng.randrange((frame.height - patch) // 2 + 1), 2 * rng.randrange((frame.width - patch) // 2 + 1)
+
+
+def crop_packed(frame: YUVFrame, top: int, left: int, patch: int, flip: bool) -> torch.Tensor:
+    """A patch x patch luma crop (and its chroma) as a packed (6, p/2, p/2) tensor in [0, 1]."""
+    p = patch
+    planes = (frame.y[top : top + p, left : left + p],
+              frame.u[top // 2 : (top + p) // 2, left // 2 : (left + p) // 2],
+              frame.v[top // 2 : (top + p) // 2, left // 2 : (left + p) // 2])
+    t = [torch.from_numpy(np.ascontiguousarray(a)).float().div_(255)[None, None] for a in planes]
+    return pack_yuv420(*[a.flip(-1) if flip else a for a in t])[0]
+
+
 class PatchSampler:
     """Random even-aligned crops with flips, half from video frames and half from photos."""
 
@@ -56,17 +71,8 @@ class PatchSampler:
         self.rng = random.Random(seed)
 
     def _crop(self, frame: YUVFrame) -> torch.Tensor:
-        p, rng = self.patch, self.rng
-        top = 2 * rng.randrange((frame.height - p) // 2 + 1)
-        left = 2 * rng.randrange((frame.width - p) // 2 + 1)
-        y = frame.y[top : top + p, left : left + p]
-        u = frame.u[top // 2 : (top + p) // 2, left // 2 : (left + p) // 2]
-        v = frame.v[top // 2 : (top + p) // 2, left // 2 : (left + p) // 2]
-        t = [torch.from_numpy(np.ascontiguousarray(a)).float().div_(255)[None, None] for a in (y, u, v)]
-        x = pack_yuv420(*t)[0]
-        if rng.random() < 0.5:
-            x = torch.cat([pack_yuv420(*[a.flip(-1) for a in t])[0]])
-        return x
+        top, left = random_corner(self.rng, frame, self.patch)
+        return crop_packed(frame, top, left, self.patch, flip=self.rng.random() < 0.5)
 
     def batch(self, size: int) -> torch.Tensor:
         frames = [self.rng.choice(self.rng.choice(self.pools)) for _ in range(size)]
@@ -89,16 +95,9 @@ class SequenceSampler:
         rng, p = self.rng, self.patch
         clip = rng.choices(self.clips, weights=self.weights)[0]
         start = rng.randrange(len(clip) - self.length + 1)
-        top = 2 * rng.randrange((clip[0].height - p) // 2 + 1)
-        left = 2 * rng.randrange((clip[0].width - p) // 2 + 1)
+        top, left = random_corner(rng, clip[0], p)
         flip = rng.random() < 0.5
-        run = []
-        for f in clip[start : start + self.length]:
-            planes = (f.y[top : top + p, left : left + p],
-                      f.u[top // 2 : (top + p) // 2, left // 2 : (left + p) // 2],
-                      f.v[top // 2 : (top + p) // 2, left // 2 : (left + p) // 2])
-            t = [torch.from_numpy(np.ascontiguousarray(a)).float().div_(255)[None, None] for a in planes]
-            run.append(pack_yuv420(*[a.flip(-1) if flip else a for a in t])[0])
+        run = [crop_packed(f, top, left, p, flip) for f in clip[start : start + self.length]]
         return torch.stack(run)
 
     def batch(self, size: int) -> torch.Tensor:

@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from models.registry import DEFAULT_MODEL, INTRA_MODEL, entry_by_name
 from nvc.errors import NvcError
 from nvc.frames import YUVFrame
 from nvc.video import av_frame_to_yuv
@@ -65,32 +66,28 @@ class NvcCodec(Codec):
     """nvc itself: the shipped model, an I-frame every intra period and P-frames between."""
 
     name, parameter, extension = "nvc", "quality", ".nvc"
+    model = DEFAULT_MODEL
+    all_intra = False  # True: every frame an I-frame, whatever the protocol's intra period
 
     def __init__(self, device: str = "cpu"):
         self.device = device
 
-    def model(self) -> str:
-        from models.registry import DEFAULT_MODEL
-
-        return DEFAULT_MODEL
-
     def intra_period(self, intra_period: int) -> int:
-        return intra_period
+        return 1 if self.all_intra else intra_period
 
     def warm_up(self) -> None:
-        from models.registry import entry_by_name
         from nvc.model import load_shipped
 
-        load_shipped(entry_by_name(self.model()), self.device)
+        load_shipped(entry_by_name(self.model), self.device)
 
     def settings(self, point: int, intra_period: int) -> dict:
-        return {"model": self.model(), "quality": point, "intra_period": self.intra_period(intra_period),
+        return {"model": self.model, "quality": point, "intra_period": self.intra_period(intra_period),
                 "device": self.device}
 
     def encode(self, frames, fps, point, intra_period, path) -> None:
         from nvc.codec import Encoder
 
-        with Encoder(path, frames[0].width, frames[0].height, fps=fps, quality=point, model=self.model(),
+        with Encoder(path, frames[0].width, frames[0].height, fps=fps, quality=point, model=self.model,
                      device=self.device, intra_period=self.intra_period(intra_period)) as enc:
             for f in frames:
                 enc.encode(f)
@@ -106,15 +103,7 @@ class NvcIntraCodec(NvcCodec):
     """nvc without temporal prediction: the intra-only model 1, every frame an I-frame. The
     reference curve that shows what P-frames save."""
 
-    name = "nvc-intra"
-
-    def model(self) -> str:
-        from models.registry import INTRA_MODEL
-
-        return INTRA_MODEL
-
-    def intra_period(self, intra_period: int) -> int:
-        return 1
+    name, model, all_intra = "nvc-intra", INTRA_MODEL, True
 
 
 class LibavCodec(Codec):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.registry import INTRA_MODEL
 from nvc.evaluation.bjontegaard import bd_psnr, bd_rate
 from nvc.evaluation.runner import PointResult, ResultStore
 
@@ -63,16 +64,16 @@ def gop_profile(per_frame: list[float], intra_period: int) -> list[float]:
     return [float(np.mean(by_position[k])) for k in sorted(by_position)]
 
 
-def plot_gop(curve: list[PointResult], sequence: str, intra_period: int, path: Path) -> None:
+def plot_gop(profiles: dict[str, list[float]], sequence: str, intra_period: int, path: Path) -> None:
+    """One line per rate point (label -> its `gop_profile`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
-    for p in curve:
-        profile = gop_profile(p.psnr_yuv_per_frame, intra_period)
-        ax.plot(range(len(profile)), profile, marker=".", label=f"q{p.point} ({p.bpp:.3f} bpp)")
+    for label, profile in profiles.items():
+        ax.plot(range(len(profile)), profile, marker=".", label=label)
     ax.set_xlabel("position in GOP (0 = I-frame)")
     ax.set_ylabel("PSNR-YUV (6:1:1) [dB], mean over GOPs")
     ax.set_title(f"{sequence}: nvc quality over a GOP (intra period {intra_period})")
@@ -97,7 +98,7 @@ def write(store: ResultStore, out_dir: Path, sequences: list[str], frames: dict[
     elif periods:
         lines += [f"{test} codes an I-frame every {intra_period} frames (-1: only the first) and P-frames between.", ""]
     if "nvc-intra" in anchors:
-        lines += ["nvc-intra is nvc without temporal prediction (model hyperprior-yuv420-v1, every frame an "
+        lines += [f"nvc-intra is nvc without temporal prediction (model {INTRA_MODEL}, every frame an "
                   "I-frame): BD-rate against it is what P-frames save.", ""]
     header = "| sequence | " + " | ".join(f"BD-rate vs {a} | BD-PSNR vs {a}" for a in anchors) + " |"
     lines += [header, "|" + " --- |" * (1 + 2 * len(anchors))]
@@ -124,17 +125,18 @@ def write(store: ResultStore, out_dir: Path, sequences: list[str], frames: dict[
         lines += [f"## {s}", "", f"![RD curve]({png.name})", ""]
         gop_curve = [p for p in test_curves[s] if p.psnr_yuv_per_frame]
         if gop_curve and intra_period != 1:
+            profiles = [gop_profile(p.psnr_yuv_per_frame, intra_period) for p in gop_curve]
             gop_png = out_dir / f"gop-{s}.png"
-            plot_gop(gop_curve, s, intra_period, gop_png)
-            positions = len(gop_profile(gop_curve[0].psnr_yuv_per_frame, intra_period))
+            plot_gop({f"q{p.point} ({p.bpp:.3f} bpp)": prof for p, prof in zip(gop_curve, profiles)}, s,
+                     intra_period, gop_png)
+            positions = len(profiles[0])
             shown = sorted({0, 1, positions // 2, positions - 1})
             lines += [f"![PSNR over the GOP]({gop_png.name})", "",
                       f"{test} PSNR-YUV by position in the GOP (mean over GOPs; drift = last P-frame - first "
                       "P-frame):", "",
                       "| quality | " + " | ".join(f"pos {k}" for k in shown) + " | drift |",
                       "|" + " --- |" * (len(shown) + 2)]
-            for p in gop_curve:
-                prof = gop_profile(p.psnr_yuv_per_frame, intra_period)
+            for p, prof in zip(gop_curve, profiles):
                 drift = f"{prof[-1] - prof[1]:+.2f} dB" if len(prof) > 1 else "n/a"
                 lines.append(f"| q{p.point} | " + " | ".join(f"{prof[k]:.2f}" for k in shown) + f" | {drift} |")
             lines.append("")
