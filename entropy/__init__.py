@@ -1,6 +1,2 @@
-"""Entropy models and coders: the hyperprior latent codec, its temporal variant, and substreams."""
-
-from entropy.hyperprior import HyperpriorLatentCodec, LatentStreams
-from entropy.temporal import TemporalHyperpriorLatentCodec
-
-__all__ = ["HyperpriorLatentCodec", "LatentStreams", "TemporalHyperpriorLatentCodec"]
+"""Entropy models and coders: hyperprior latent codecs (v1), the multi-step latent codec and the
+motion-field coder (v2), and the table-driven symbol coder they share."""

@@ -22,6 +22,8 @@ from compressai.models.base import get_scale_table
 from compressai.ops import quantize_ste
 from torch import nn
 
+from nvc.entropy import bottleneck, coder
+
 
 @dataclass(frozen=True)
 class LatentStreams:
@@ -66,6 +68,7 @@ class HyperpriorLatentCodec(nn.Module):
         self.z_codec = EntropyBottleneck(z_channels)
         self.y_codec = GaussianConditional(None)
         self.substreams = substreams
+        self._z_tables, self._y_tables = coder.TableCache(), coder.TableCache()
 
     def _entropy_parameters(self, z_hat: torch.Tensor, prior: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(means, scales) of y from z_hat; `prior` is extra context that subclasses may use."""
@@ -127,12 +130,17 @@ class HyperpriorLatentCodec(nn.Module):
                    prior: torch.Tensor | None = None) -> torch.Tensor:
         if len(streams.y) != self.substreams:
             raise ValueError(f"expected {self.substreams} substreams, got {len(streams.y)}")
-        z_hat = self.z_codec.decompress([streams.z], z_size)
+        # Decoded through nvc.entropy.coder (the same bytes as CompressAI's coder, but bounds-checked:
+        # CompressAI's decoder reads past its buffer on a damaged or forged stream).
+        z_hat = bottleneck.decode(self.z_codec, streams.z, (1, self.z_codec.channels, *z_size), self._z_tables)
         with single_threaded():
             means, scales = self._entropy_parameters(z_hat, prior)
         indexes = self.scale_indexes(scales)
-        parts = [
-            self.y_codec.decompress([s], indexes[:, g], means=means[:, g])
-            for s, g in zip(streams.y, self._groups(means.size(1)))
-        ]
+        gc = self.y_codec
+        tables = self._y_tables.get(gc._quantized_cdf, gc._cdf_length, gc._offset)
+        parts = []
+        for s, g in zip(streams.y, self._groups(means.size(1))):
+            idx = indexes[:, g]
+            values = coder.decode(s, idx.flatten().cpu().numpy(), tables)
+            parts.append(torch.from_numpy(values).reshape(idx.shape).to(means) + means[:, g])
         return torch.cat(parts, dim=1)

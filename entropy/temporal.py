@@ -13,7 +13,7 @@ import torch
 from compressai.models.utils import conv
 from torch import nn
 
-from entropy.hyperprior import HyperpriorLatentCodec
+from nvc.entropy.hyperprior import HyperpriorLatentCodec
 
 
 class TemporalHyperpriorLatentCodec(HyperpriorLatentCodec):

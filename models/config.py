@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 DEFAULT_QUALITY = 3  # the quality level used when none is asked for
 
 
 @dataclass(frozen=True)
 class HyperpriorConfig:
-    """Mean-scale hyperprior intra codec on packed YUV420 (see `models.transforms`)."""
+    """Mean-scale hyperprior intra codec on packed YUV420 (see `nvc.models.transforms`)."""
+
+    architecture: ClassVar[str] = "hyperprior"  # what a weights file records to rebuild the model
 
     channels: int = 64  # N: hidden channels of g_a, g_s, h_a and h_s
     latent_channels: int = 128  # M: channels of the main latent y (1/16 resolution)

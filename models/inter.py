@@ -21,7 +21,7 @@ from compressai.layers import GDN
 from compressai.models.utils import conv, deconv
 from torch import nn
 
-from models.config import HyperpriorConfig
+from nvc.models.config import HyperpriorConfig
 
 CONTEXT_CHANNELS = 32
 

@@ -23,7 +23,7 @@ from compressai.layers import GDN
 from compressai.models.utils import conv, deconv
 from torch import nn
 
-from models.config import HyperpriorConfig
+from nvc.models.config import HyperpriorConfig
 
 PAD_MULTIPLE = 64  # luma size must be a multiple of this (z is at 1/64 resolution)
 

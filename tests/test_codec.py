@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import nvc
-from models.registry import DEFAULT_MODEL, INTRA_MODEL, MODEL_TABLE, weights_hash
+from nvc.models.registry import DEFAULT_MODEL, INTRA_MODEL, MODEL_TABLE, weights_hash
 from nvc.cli import main
 from nvc.codec import frame_to_tensor, tensor_to_frame
 from nvc.metrics import frame_psnr

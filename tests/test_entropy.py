@@ -1,8 +1,8 @@
 import torch
 
-from entropy.hyperprior import HyperpriorLatentCodec
-from models.config import HyperpriorConfig
-from models.transforms import hyper_analysis, hyper_synthesis
+from nvc.entropy.hyperprior import HyperpriorLatentCodec
+from nvc.models.config import HyperpriorConfig
+from nvc.models.transforms import hyper_analysis, hyper_synthesis
 
 
 def codec() -> HyperpriorLatentCodec:

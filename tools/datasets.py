@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.transforms import pack_yuv420
+from nvc.models.transforms import pack_yuv420
 from nvc.frames import YUVFrame, rgb_to_yuv420
 from nvc.video import read_frames, sample_clip
 

@@ -15,8 +15,8 @@ import math
 import torch
 from tqdm import tqdm
 
-from models.config import HyperpriorConfig
-from models.registry import INTRA_MODEL, entry_by_name
+from nvc.models.config import HyperpriorConfig
+from nvc.models.registry import INTRA_MODEL, entry_by_name
 from nvc.model import IntraModel
 from tools import training
 from tools.datasets import default_sampler

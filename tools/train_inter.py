@@ -7,7 +7,7 @@ Multi-frame training, as DCVC's cascaded loss: a sample is a run of --length con
 coded at one quality level. Frame 0 is coded by the shipped intra model (frozen); frames 1.. by the
 P-model, each referencing the previous reconstruction *with gradients through it*, so training sees
 error propagation and learns to limit it. The P-model starts as a copy of the intra model (see
-`models.inter`). Loss: mean over P-frames of lambda_q * 255^2 * MSE_yuv + bpp. Uses CUDA when
+`nvc.models.inter`). Loss: mean over P-frames of lambda_q * 255^2 * MSE_yuv + bpp. Uses CUDA when
 available. The progress bar shows P-frame bpp next to the intra bpp of the same runs.
 """
 
@@ -18,7 +18,7 @@ import math
 import torch
 from tqdm import tqdm
 
-from models.registry import DEFAULT_MODEL, INTRA_MODEL, entry_by_name
+from nvc.models.registry import DEFAULT_MODEL, INTRA_MODEL, entry_by_name
 from nvc.model import InterModel, load_weights
 from tools.datasets import SAMPLE_CLIPS, sequence_sampler
 from tools import training

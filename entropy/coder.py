@@ -1,0 +1,115 @@
+"""Table-driven entropy coding of integer symbols: one call per substream, numpy arrays in and out.
+
+Every symbol is coded with one of a fixed set of integer CDFs (a "table"), chosen per symbol by an
+index; the tables are a discretised Gaussian per scale of a log-spaced scale table (CompressAI's
+`GaussianConditional.update_scale_table`), with an escape for values outside a table's range.
+Index 0 is the skip class: symbols whose predicted scale is at most `scale_table[0]` are not coded
+at all, in the encoder and the decoder alike (DCVC-RT skips scale <= 0.12).
+
+The coder behind `encode` / `decode` is the native rANS of `nvc.entropy.native` (GIL released,
+substreams on threads); its bytes are exactly those of CompressAI's rANS (`compressai.ans`), which
+is the fallback when the extension is not built and the reference it is tested against.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nvc.errors import NvcError
+
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.12, 64.0, 64
+
+
+def scale_table() -> torch.Tensor:
+    """Log-spaced scales; entry 0 is the skip threshold."""
+    return torch.exp(torch.linspace(np.log(SCALE_MIN), np.log(SCALE_MAX), SCALE_LEVELS))
+
+
+def scale_indexes(scales: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Table index per symbol: the first table scale >= the predicted scale (0: skip)."""
+    return torch.bucketize(scales, table[:-1].to(scales.device)).int()
+
+
+@dataclass(frozen=True)
+class CdfTables:
+    """Integer CDFs of the coder: one row per table index (built by a `GaussianConditional`)."""
+
+    cdfs: list  # list[list[int]], 16-bit precision
+    lengths: list  # list[int]
+    offsets: list  # list[int]
+
+    @functools.cached_property
+    def native(self):
+        """The same tables as arrays for the native coder, or None when it is not built."""
+        from nvc.entropy import native
+
+        return native.NativeTables.from_cdf_tables(self) if native.available() else None
+
+    @classmethod
+    def from_buffers(cls, cdf: torch.Tensor, lengths: torch.Tensor, offsets: torch.Tensor) -> "CdfTables":
+        if cdf.numel() == 0 or int(lengths.reshape(-1)[0]) == 0:
+            raise RuntimeError("entropy tables are not built: call update() after loading float weights")
+        return cls(cdf.tolist(), lengths.reshape(-1).int().tolist(), offsets.reshape(-1).int().tolist())
+
+
+class TableCache:
+    """`CdfTables` of a module's integer CDF buffers, built once and rebuilt only when they change
+    (a new `update()` or a loaded state dict)."""
+
+    def __init__(self):
+        self._key, self._tables = None, None
+
+    def get(self, cdf: torch.Tensor, lengths: torch.Tensor, offsets: torch.Tensor) -> CdfTables:
+        key = tuple((t.data_ptr(), t._version) for t in (cdf, lengths, offsets))
+        if key != self._key:
+            self._key, self._tables = key, CdfTables.from_buffers(cdf, lengths, offsets)
+        return self._tables
+
+
+def _pad_single(values: np.ndarray, fill: int) -> np.ndarray:
+    """A substream of one symbol is coded as two (the symbol and a zero under the same table):
+    CompressAI's coder corrupts its heap on a single symbol. Part of the format, on both sides."""
+    return np.concatenate([values, np.full(1, fill, values.dtype)]) if values.size == 1 else values
+
+
+def encode(symbols: np.ndarray, indexes: np.ndarray, tables: CdfTables) -> bytes:
+    """Code int32 `symbols` with per-symbol table `indexes` (both 1-D); empty input -> b""."""
+    if symbols.size == 0:
+        return b""
+    symbols, indexes = _pad_single(symbols, 0), _pad_single(indexes, int(indexes[0]))
+    if tables.native is not None:
+        from nvc.entropy import native
+
+        return native.encode(symbols, indexes, tables.native)
+    from compressai.ans import RansEncoder
+
+    return RansEncoder().encode_with_indexes(symbols.astype(np.int32).tolist(), indexes.astype(np.int32).tolist(),
+                                             tables.cdfs, tables.lengths, tables.offsets)
+
+
+def decode(data: bytes, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
+    """The symbols of `encode`, given the same indexes; a stream that is too short is an error."""
+    if indexes.size == 0:
+        if data:
+            raise NvcError("unexpected data in an empty substream")
+        return np.zeros(0, np.int32)
+    if len(data) < 4:
+        raise NvcError("truncated substream")
+    n = indexes.size
+    indexes = _pad_single(indexes, int(indexes[0]))
+    if tables.native is not None:
+        from nvc.entropy import native
+
+        try:
+            return native.decode(data, indexes, tables.native)[:n]
+        except ValueError as e:
+            raise NvcError(f"corrupt substream ({e})") from None
+    from compressai.ans import RansDecoder
+
+    values = RansDecoder().decode_with_indexes(data, indexes.astype(np.int32).tolist(), tables.cdfs, tables.lengths,
+                                               tables.offsets)
+    return np.asarray(values[:n], dtype=np.int32)

@@ -1,0 +1,86 @@
+"""Native rANS coder (`nvc.entropy._rans`, built from entropy/rans.cpp): the interface of
+`nvc.entropy.coder` on numpy arrays, without the GIL, and with many substreams on threads.
+
+The bytes are CompressAI's (`RansEncoder.encode_with_indexes` / `RansDecoder.decode_with_indexes`):
+rANS (Duda 2013, arXiv:1311.2540) with ryg_rans' 64-bit state, 32-bit little-endian words and
+16-bit CDFs; values outside a CDF row code its escape symbol followed by 4-bit bypass digits. A
+stream is [state low word, state high word, renormalisation words]; entropy/rans.cpp describes the
+format in full. The decoder is stricter than CompressAI's: it also requires every word of a stream
+to be consumed and the final state to be the initial one, so most corrupt streams are detected.
+
+Errors (corrupt or truncated streams, table indexes out of range, mismatched lengths, bad tables)
+raise ValueError; wrong dtypes or shapes raise TypeError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+try:
+    from nvc.entropy import _rans
+except ImportError as exc:  # not built (e.g. no compiler at install time)
+    _rans = None
+    _REASON = f"nvc.entropy._rans is not importable ({exc}); reinstall nvc with a C++17 compiler"
+else:
+    _REASON = None
+
+
+def available() -> bool:
+    """Whether the native coder can be used; `unavailable_reason()` says why not."""
+    return _rans is not None
+
+
+def unavailable_reason() -> str | None:
+    return _REASON
+
+
+def _lib():
+    if _rans is None:
+        raise RuntimeError(_REASON)
+    return _rans
+
+
+@dataclass(frozen=True)
+class NativeTables:
+    """`CdfTables` as arrays: cdfs (rows, max length) int32 zero-padded, lengths and offsets (rows,)."""
+
+    cdfs: np.ndarray
+    lengths: np.ndarray
+    offsets: np.ndarray
+
+    @classmethod
+    def from_cdf_tables(cls, tables) -> "NativeTables":
+        lengths = np.asarray(tables.lengths, dtype=np.int32).reshape(-1)
+        cdfs = np.zeros((len(tables.cdfs), max((len(r) for r in tables.cdfs), default=0)), np.int32)
+        for row, cdf in zip(cdfs, tables.cdfs):
+            row[:len(cdf)] = cdf
+        return cls(cdfs, lengths, np.asarray(tables.offsets, dtype=np.int32).reshape(-1))
+
+    def _args(self) -> tuple:
+        return self.cdfs, self.lengths, self.offsets
+
+
+def _i32(a) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int32).reshape(-1)
+
+
+def encode(symbols: np.ndarray, indexes: np.ndarray, tables: NativeTables) -> bytes:
+    """Code int32 `symbols` with per-symbol table `indexes` (both 1-D); empty input -> b""."""
+    return _lib().encode(_i32(symbols), _i32(indexes), *tables._args())
+
+
+def decode(data: bytes, indexes: np.ndarray, tables: NativeTables) -> np.ndarray:
+    """The symbols of `encode`, given the same indexes (int32 array)."""
+    return _lib().decode(data, _i32(indexes), *tables._args())
+
+
+def encode_many(symbols: list, indexes: list, tables: NativeTables, threads: int = 1) -> list[bytes]:
+    """Independent substreams, coded on up to `threads` threads."""
+    return _lib().encode_many([_i32(s) for s in symbols], [_i32(i) for i in indexes], *tables._args(), threads)
+
+
+def decode_many(data: list, indexes: list, tables: NativeTables, threads: int = 1) -> list[np.ndarray]:
+    """Independent substreams, decoded on up to `threads` threads."""
+    return _lib().decode_many(list(data), [_i32(i) for i in indexes], *tables._args(), threads)

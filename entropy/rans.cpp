@@ -1,0 +1,485 @@
+/* nvc.entropy._rans: table-driven rANS coder, byte-compatible with CompressAI's
+ * RansEncoder.encode_with_indexes / RansDecoder.decode_with_indexes.
+ *
+ * Coder: rANS (J. Duda, "Asymmetric numeral systems", arXiv:1311.2540, 2013) with the 64-bit state
+ * and 32-bit renormalisation of F. Giesen's ryg_rans (rans64.h), as used by CompressAI.
+ *
+ * Byte format of one substream (little-endian 32-bit words):
+ *   - the state x lives in [L, 2^63) with L = 2^31; the encoder starts at x = L and codes the symbols
+ *     last to first, emitting the low 32 bits of x whenever a step would leave the interval; at the
+ *     end it writes x itself (low word, then high word). The stream is
+ *       [x_lo, x_hi, words in reverse order of emission]
+ *     so the decoder reads it front to back, symbols first to last, and ends with x = L exactly
+ *     after consuming every word (this decoder checks both; CompressAI does not).
+ *   - a table symbol s of row r (CDF c, 16-bit precision, c[0] = 0, c[len - 1] = 2^16) codes as
+ *     x -> (x / f << 16) + x % f + c[s] with f = c[s + 1] - c[s]; the decoder finds s from the
+ *     slot x & 0xffff with c[s] <= slot < c[s + 1].
+ *   - value v = symbol - offset[r]; v in [0, len - 2) is coded as itself; anything else codes the
+ *     escape symbol len - 2 followed by "bypass" digits (a rANS step with 4 bits, freq 1:
+ *     x -> x << 4 | d): raw = -2v - 1 (v < 0) or 2 (v - (len - 2)); n = number of 4-bit digits of
+ *     raw; n as digits 15, 15, ..., n % 15 (a 15 means "more follows"); then raw's digits, least
+ *     significant first.
+ *
+ * All loops are bounded by the input sizes; reading past the end of a stream, an index outside the
+ * tables, an escape longer than 8 digits or a bad final state are errors (ValueError), never UB.
+ * Coding runs without the GIL; the *_many functions code independent substreams on std::threads.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the stream format is little-endian; this implementation assumes a little-endian host"
+#endif
+
+#ifndef RANS_BUCKET_BITS
+#define RANS_BUCKET_BITS 8  // 2^8 x 16-bit entries per row: measured best of 6..16 (cache-resident)
+#endif
+
+namespace {
+
+constexpr int kPrecision = 16;
+constexpr uint32_t kTotal = 1u << kPrecision;
+constexpr uint64_t kRansL = 1ull << 31;  // lower bound of the normalised state interval
+constexpr int kBypassBits = 4;
+constexpr uint32_t kBypassMax = (1u << kBypassBits) - 1;
+constexpr uint32_t kMaxDigits = 8;  // raw escape values have at most 32 bits
+constexpr int kBucketBits = RANS_BUCKET_BITS;
+constexpr int kBucketShift = kPrecision - kBucketBits;
+
+// Validated copy of the CDF tables plus a decode accelerator: for each row, the symbol holding the
+// first slot of each of 2^kBucketBits equal slot ranges; decoding walks forward from there.
+struct Tables {
+  uint32_t rows = 0, stride = 0;
+  std::vector<uint32_t> cdf;      // rows x stride
+  std::vector<int32_t> escape;    // lengths - 2: the escape symbol of each row
+  std::vector<int32_t> offset;
+  std::vector<uint16_t> bucket;   // rows x 2^kBucketBits
+};
+
+std::string build_tables(const int32_t* cdfs, size_t rows, size_t stride, const int32_t* lengths,
+                         const int32_t* offsets, Tables& t) {
+  if (rows == 0 || rows > (1u << 24)) return "the CDF table must have between 1 and 2^24 rows";
+  t.rows = static_cast<uint32_t>(rows);
+  t.stride = static_cast<uint32_t>(stride);
+  t.cdf.assign(cdfs, cdfs + rows * stride);  // copied first, so that checks and use see the same values
+  t.escape.assign(lengths, lengths + rows);
+  t.offset.assign(offsets, offsets + rows);
+  t.bucket.resize(rows << kBucketBits);
+  for (size_t r = 0; r < rows; ++r) {
+    const int64_t len = t.escape[r];
+    auto row = [r](const char* what) { return "CDF row " + std::to_string(r) + ": " + what; };
+    if (len < 2 || len > static_cast<int64_t>(stride)) return row("length outside [2, row width]");
+    if (static_cast<int64_t>(t.offset[r]) + len > INT32_MAX) return row("offset too large");
+    const uint32_t* c = &t.cdf[r * stride];
+    if (c[0] != 0 || c[len - 1] != kTotal) return row("must start at 0 and end at 65536");
+    bool increasing = true;
+    for (int64_t j = 0; j + 1 < len; ++j) increasing &= c[j + 1] > c[j];
+    if (!increasing) return row("must be strictly increasing");
+    uint16_t* bucket = &t.bucket[r << kBucketBits];
+    for (uint32_t s = 0, k = 0; s + 1 < len; ++s)  // buckets whose first slot lies in [c[s], c[s + 1])
+      for (const uint32_t k_end = (c[s + 1] + (1u << kBucketShift) - 1) >> kBucketShift; k < k_end; ++k)
+        bucket[k] = static_cast<uint16_t>(s);
+    t.escape[r] = static_cast<int32_t>(len - 2);
+  }
+  return "";
+}
+
+inline uint32_t load32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+const char* const kTruncated = "truncated or corrupt stream (read past the end)";
+
+std::string decode_stream(const Tables& t, const uint8_t* data, size_t nbytes, const int32_t* idx,
+                          size_t n, int32_t* out) {
+  if (n == 0) return nbytes ? "data for an empty substream" : "";
+  if (nbytes < 8 || nbytes % 4) return "truncated stream (length must be a multiple of 4, at least 8)";
+  const uint8_t* p = data + 8;
+  const uint8_t* const end = data + nbytes;
+  uint64_t x = load32(data) | static_cast<uint64_t>(load32(data + 4)) << 32;
+  const uint32_t* const cdfs = t.cdf.data();
+  const uint16_t* const buckets = t.bucket.data();
+  auto get_bits = [&](uint32_t& v) {
+    v = static_cast<uint32_t>(x) & kBypassMax;
+    x >>= kBypassBits;
+    if (x < kRansL) {
+      if (p == end) return false;
+      x = x << 32 | load32(p);
+      p += 4;
+    }
+    return true;
+  };
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t r = static_cast<uint32_t>(idx[i]);  // read once: the array may change under us
+    if (r >= t.rows) return "table index " + std::to_string(static_cast<int32_t>(r)) + " out of range";
+    const uint32_t* cdf = cdfs + static_cast<size_t>(r) * t.stride;
+    const uint32_t slot = static_cast<uint32_t>(x) & (kTotal - 1);
+    uint32_t s = buckets[static_cast<size_t>(r) << kBucketBits | slot >> kBucketShift];
+    while (cdf[s + 1] <= slot) ++s;  // stops at the row's last entry (2^16) at the latest
+    const uint32_t start = cdf[s];
+    x = (cdf[s + 1] - start) * (x >> kPrecision) + slot - start;
+    if (x < kRansL) {
+      if (p == end) return kTruncated;
+      x = x << 32 | load32(p);
+      p += 4;
+    }
+    int64_t value = s;
+    if (static_cast<int32_t>(s) == t.escape[r]) {
+      uint32_t v;
+      if (!get_bits(v)) return kTruncated;
+      uint32_t digits = v;
+      while (v == kBypassMax && digits <= kMaxDigits) {
+        if (!get_bits(v)) return kTruncated;
+        digits += v;
+      }
+      if (digits > kMaxDigits) return "corrupt stream (escape too long)";
+      uint64_t raw = 0;
+      for (uint32_t j = 0; j < digits; ++j) {
+        if (!get_bits(v)) return kTruncated;
+        raw |= static_cast<uint64_t>(v) << (kBypassBits * j);
+      }
+      const int64_t half = static_cast<int64_t>(raw >> 1);
+      value = raw & 1 ? -half - 1 : half + t.escape[r];
+      if (value + t.offset[r] < INT32_MIN || value + t.offset[r] > INT32_MAX)
+        return "corrupt stream (escaped value out of int32 range)";
+    }
+    out[i] = static_cast<int32_t>(value + t.offset[r]);
+  }
+  if (p != end) return "corrupt stream (data left after the last symbol)";
+  if (x != kRansL) return "corrupt stream (bad final state)";
+  return "";
+}
+
+// Codes n symbols into `words` (the finished stream, as 32-bit words).
+std::string encode_stream(const Tables& t, const int32_t* sym, const int32_t* idx, size_t n,
+                          std::vector<uint32_t>& words) {
+  words.clear();
+  if (n == 0) return "";
+  words.reserve(n / 8 + 16);
+  uint64_t x = kRansL;
+  auto put = [&](uint32_t start, uint32_t freq) {
+    if (x >= ((kRansL >> kPrecision) << 32) * freq) {
+      words.push_back(static_cast<uint32_t>(x));
+      x >>= 32;
+    }
+    x = (x / freq << kPrecision) + x % freq + start;
+  };
+  auto put_bits = [&](uint32_t v) {
+    if (x >= (kRansL >> kBypassBits) << 32) {
+      words.push_back(static_cast<uint32_t>(x));
+      x >>= 32;
+    }
+    x = x << kBypassBits | v;
+  };
+  for (size_t i = n; i-- > 0;) {  // last symbol first; within a symbol, last step first
+    const uint32_t r = static_cast<uint32_t>(idx[i]);
+    if (r >= t.rows) return "table index " + std::to_string(static_cast<int32_t>(r)) + " out of range";
+    const int32_t escape = t.escape[r];
+    const int32_t symbol = sym[i];
+    int64_t value = static_cast<int64_t>(symbol) - t.offset[r];
+    if (value < 0 || value >= escape) {
+      const uint64_t raw = static_cast<uint64_t>(value < 0 ? -2 * value - 1 : 2 * (value - escape));
+      if (raw > INT32_MAX) return "symbol " + std::to_string(symbol) + " too far outside its table to escape";
+      uint32_t digits = 0;
+      while (raw >> (kBypassBits * digits)) ++digits;
+      for (uint32_t j = digits; j-- > 0;) put_bits((raw >> (kBypassBits * j)) & kBypassMax);
+      put_bits(digits % kBypassMax);
+      for (uint32_t k = digits / kBypassMax; k > 0; --k) put_bits(kBypassMax);
+      value = escape;
+    }
+    const uint32_t* cdf = &t.cdf[static_cast<size_t>(r) * t.stride];
+    put(cdf[value], cdf[value + 1] - cdf[value]);
+  }
+  words.push_back(static_cast<uint32_t>(x >> 32));
+  words.push_back(static_cast<uint32_t>(x));
+  std::reverse(words.begin(), words.end());
+  return "";
+}
+
+// Runs f(0) ... f(n - 1) on up to `threads` threads (the caller's included).
+template <class F>
+void parallel_for(size_t n, size_t threads, F&& f) {
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < n;) f(i);
+  };
+  std::vector<std::thread> pool;
+  for (size_t k = 1; k < std::min(threads, n); ++k) {
+    try {
+      pool.emplace_back(work);
+    } catch (...) {
+      break;  // fewer threads: the others pick up the work
+    }
+  }
+  work();
+  for (auto& th : pool) th.join();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Python glue: buffers in, bytes / numpy arrays out.
+
+struct Buffer {
+  Py_buffer view{};
+  bool held = false;
+  Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() {
+    if (held) PyBuffer_Release(&view);
+  }
+  bool get(PyObject* obj, int flags) {
+    held = PyObject_GetBuffer(obj, &view, flags) == 0;
+    return held;
+  }
+  // A C-contiguous int32 array with `ndim` dimensions.
+  bool get_int32(PyObject* obj, int ndim, const char* name) {
+    if (!get(obj, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)) {
+      PyErr_Clear();
+      PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous int32 array", name);
+      return false;
+    }
+    const char* f = view.format ? view.format : "B";
+    if (*f == '@' || *f == '=' || *f == '<') ++f;
+    const bool int32 = view.itemsize == 4 && (!std::strcmp(f, "i") || (sizeof(long) == 4 && !std::strcmp(f, "l")));
+    if (!int32 || view.ndim != ndim) {
+      PyErr_Format(PyExc_TypeError, "%s must be a %d-D int32 array", name, ndim);
+      return false;
+    }
+    return true;
+  }
+  size_t size() const { return static_cast<size_t>(view.len / 4); }
+  const int32_t* i32() const { return static_cast<const int32_t*>(view.buf); }
+};
+
+struct TableBuffers {
+  Buffer cdfs, lengths, offsets;
+  bool get(PyObject* c, PyObject* l, PyObject* o) {
+    if (!cdfs.get_int32(c, 2, "cdfs") || !lengths.get_int32(l, 1, "lengths") || !offsets.get_int32(o, 1, "offsets"))
+      return false;
+    const Py_ssize_t rows = cdfs.view.shape[0];
+    if (lengths.view.shape[0] != rows || offsets.view.shape[0] != rows) {
+      PyErr_SetString(PyExc_ValueError, "cdfs, lengths and offsets must have one entry per table row");
+      return false;
+    }
+    return true;
+  }
+  std::string build(Tables& t) const {
+    return build_tables(cdfs.i32(), cdfs.view.shape[0], cdfs.view.shape[1], lengths.i32(), offsets.i32(), t);
+  }
+};
+
+PyObject* new_int32_array(size_t n) {
+  static PyObject* empty = nullptr;  // numpy.empty, imported on first use
+  if (!empty) {
+    PyObject* np = PyImport_ImportModule("numpy");
+    if (!np) return nullptr;
+    empty = PyObject_GetAttrString(np, "empty");
+    Py_DECREF(np);
+    if (!empty) return nullptr;
+  }
+  return PyObject_CallFunction(empty, "ns", static_cast<Py_ssize_t>(n), "int32");
+}
+
+// Items of a list/tuple (borrowed references, kept alive by `fast`).
+bool items(PyObject* seq, const char* name, PyObject*& fast, std::vector<PyObject*>& out) {
+  fast = PySequence_Fast(seq, name);
+  if (!fast) return false;
+  PyObject** it = PySequence_Fast_ITEMS(fast);
+  out.assign(it, it + PySequence_Fast_GET_SIZE(fast));
+  return true;
+}
+
+bool check_threads(int threads) {
+  if (threads < 1 || threads > 1024) {
+    PyErr_SetString(PyExc_ValueError, "threads must be in [1, 1024]");
+    return false;
+  }
+  return true;
+}
+
+bool raise_errors(const std::vector<std::string>& errors, bool many) {
+  for (size_t i = 0; i < errors.size(); ++i) {
+    if (errors[i].empty()) continue;
+    if (many)
+      PyErr_Format(PyExc_ValueError, "substream %zu: %s", i, errors[i].c_str());
+    else
+      PyErr_SetString(PyExc_ValueError, errors[i].c_str());
+    return true;
+  }
+  return false;
+}
+
+// Encodes streams[i] = (symbols, indexes); returns a new list of bytes or nullptr.
+PyObject* encode_impl(const std::vector<PyObject*>& symbols, const std::vector<PyObject*>& indexes,
+                      PyObject* c, PyObject* l, PyObject* o, int threads, bool many) {
+  if (symbols.size() != indexes.size()) {
+    PyErr_SetString(PyExc_ValueError, "need as many index arrays as symbol arrays");
+    return nullptr;
+  }
+  const size_t n = symbols.size();
+  TableBuffers tb;
+  if (!tb.get(c, l, o) || !check_threads(threads)) return nullptr;
+  std::vector<Buffer> sym(n), idx(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (!sym[i].get_int32(symbols[i], 1, "symbols") || !idx[i].get_int32(indexes[i], 1, "indexes")) return nullptr;
+    if (sym[i].size() != idx[i].size()) {
+      PyErr_Format(PyExc_ValueError, "%zu symbols but %zu indexes", sym[i].size(), idx[i].size());
+      return nullptr;
+    }
+  }
+  Tables t;
+  std::vector<std::vector<uint32_t>> words(n);
+  std::vector<std::string> errors(n);
+  std::string table_error;
+  Py_BEGIN_ALLOW_THREADS
+  try {
+    table_error = tb.build(t);
+    if (table_error.empty())
+      parallel_for(n, threads, [&](size_t i) {
+        try {
+          errors[i] = encode_stream(t, sym[i].i32(), idx[i].i32(), sym[i].size(), words[i]);
+        } catch (...) {
+          errors[i] = "out of memory";
+        }
+      });
+  } catch (...) {
+    table_error = "out of memory";
+  }
+  Py_END_ALLOW_THREADS
+  if (!table_error.empty()) {
+    PyErr_SetString(PyExc_ValueError, table_error.c_str());
+    return nullptr;
+  }
+  if (raise_errors(errors, many)) return nullptr;
+  PyObject* result = PyList_New(static_cast<Py_ssize_t>(n));
+  for (size_t i = 0; result && i < n; ++i) {
+    PyObject* b = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(words[i].data()),
+                                            static_cast<Py_ssize_t>(words[i].size() * 4));
+    if (!b) Py_CLEAR(result);
+    else PyList_SET_ITEM(result, static_cast<Py_ssize_t>(i), b);
+  }
+  return result;
+}
+
+// Decodes streams[i] = (data, indexes); returns a new list of int32 arrays or nullptr.
+PyObject* decode_impl(const std::vector<PyObject*>& datas, const std::vector<PyObject*>& indexes,
+                      PyObject* c, PyObject* l, PyObject* o, int threads, bool many) {
+  if (datas.size() != indexes.size()) {
+    PyErr_SetString(PyExc_ValueError, "need as many index arrays as streams");
+    return nullptr;
+  }
+  const size_t n = datas.size();
+  TableBuffers tb;
+  if (!tb.get(c, l, o) || !check_threads(threads)) return nullptr;
+  std::vector<Buffer> data(n), idx(n), out(n);
+  PyObject* result = PyList_New(static_cast<Py_ssize_t>(n));
+  if (!result) return nullptr;
+  for (size_t i = 0; i < n; ++i) {
+    if (!data[i].get(datas[i], PyBUF_SIMPLE)) {
+      PyErr_Clear();
+      PyErr_SetString(PyExc_TypeError, "data must be a bytes-like object");
+    } else if (idx[i].get_int32(indexes[i], 1, "indexes")) {
+      PyObject* arr = new_int32_array(idx[i].size());
+      if (arr) {
+        PyList_SET_ITEM(result, static_cast<Py_ssize_t>(i), arr);
+        if (out[i].get(arr, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)) continue;
+      }
+    }
+    Py_DECREF(result);
+    return nullptr;
+  }
+  Tables t;
+  std::vector<std::string> errors(n);
+  std::string table_error;
+  Py_BEGIN_ALLOW_THREADS
+  try {
+    table_error = tb.build(t);
+    if (table_error.empty())
+      parallel_for(n, threads, [&](size_t i) {
+        try {
+          errors[i] = decode_stream(t, static_cast<const uint8_t*>(data[i].view.buf),
+                                    static_cast<size_t>(data[i].view.len), idx[i].i32(), idx[i].size(),
+                                    static_cast<int32_t*>(out[i].view.buf));
+        } catch (...) {
+          errors[i] = "out of memory";
+        }
+      });
+  } catch (...) {
+    table_error = "out of memory";
+  }
+  Py_END_ALLOW_THREADS
+  if (!table_error.empty()) PyErr_SetString(PyExc_ValueError, table_error.c_str());
+  if (!table_error.empty() || raise_errors(errors, many)) {
+    Py_DECREF(result);
+    return nullptr;
+  }
+  return result;
+}
+
+PyObject* single(PyObject* list) {
+  if (!list) return nullptr;
+  PyObject* item = PyList_GET_ITEM(list, 0);
+  Py_INCREF(item);
+  Py_DECREF(list);
+  return item;
+}
+
+PyObject* py_encode(PyObject*, PyObject* args) {
+  PyObject *s, *i, *c, *l, *o;
+  if (!PyArg_ParseTuple(args, "OOOOO:encode", &s, &i, &c, &l, &o)) return nullptr;
+  return single(encode_impl({s}, {i}, c, l, o, 1, false));
+}
+
+PyObject* py_decode(PyObject*, PyObject* args) {
+  PyObject *d, *i, *c, *l, *o;
+  if (!PyArg_ParseTuple(args, "OOOOO:decode", &d, &i, &c, &l, &o)) return nullptr;
+  return single(decode_impl({d}, {i}, c, l, o, 1, false));
+}
+
+PyObject* many(PyObject* args, const char* format, bool encode) {
+  PyObject *a, *i, *c, *l, *o, *fa = nullptr, *fi = nullptr, *result = nullptr;
+  int threads = 1;
+  std::vector<PyObject*> va, vi;
+  if (PyArg_ParseTuple(args, format, &a, &i, &c, &l, &o, &threads) &&
+      items(a, "expected a sequence of arrays", fa, va) && items(i, "expected a sequence of index arrays", fi, vi))
+    result = encode ? encode_impl(va, vi, c, l, o, threads, true) : decode_impl(va, vi, c, l, o, threads, true);
+  Py_XDECREF(fa);
+  Py_XDECREF(fi);
+  return result;
+}
+
+PyObject* py_encode_many(PyObject*, PyObject* args) { return many(args, "OOOOO|i:encode_many", true); }
+PyObject* py_decode_many(PyObject*, PyObject* args) { return many(args, "OOOOO|i:decode_many", false); }
+
+PyMethodDef methods[] = {
+    {"encode", py_encode, METH_VARARGS,
+     "encode(symbols, indexes, cdfs, lengths, offsets) -> bytes\n\n"
+     "Code int32 symbols with per-symbol CDF rows (int32 1-D arrays of equal length); cdfs is a\n"
+     "padded int32 2-D array, lengths and offsets int32 1-D arrays, one entry per row."},
+    {"decode", py_decode, METH_VARARGS,
+     "decode(data, indexes, cdfs, lengths, offsets) -> numpy.ndarray[int32]"},
+    {"encode_many", py_encode_many, METH_VARARGS,
+     "encode_many(symbols_list, indexes_list, cdfs, lengths, offsets, threads=1) -> list[bytes]\n\n"
+     "Independent substreams, coded on up to `threads` threads."},
+    {"decode_many", py_decode_many, METH_VARARGS,
+     "decode_many(data_list, indexes_list, cdfs, lengths, offsets, threads=1) -> list[numpy.ndarray]"},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyModuleDef module = {PyModuleDef_HEAD_INIT, "nvc.entropy._rans",
+                      "rANS coder byte-compatible with CompressAI's RansEncoder/RansDecoder "
+                      "(see entropy/rans.cpp for the format).",
+                      -1, methods, nullptr, nullptr, nullptr, nullptr};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__rans() { return PyModule_Create(&module); }

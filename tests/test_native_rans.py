@@ -1,0 +1,186 @@
+"""The native rANS coder (nvc.entropy._rans): CompressAI's bytes, round trips, threads, bad input."""
+
+import threading
+
+import numpy as np
+import pytest
+from compressai.ans import RansDecoder, RansEncoder
+from compressai.entropy_models import GaussianConditional
+
+from nvc.entropy import coder, native
+
+
+@pytest.fixture(scope="module")
+def tables() -> coder.CdfTables:
+    gc = GaussianConditional(None)
+    gc.update_scale_table(coder.scale_table())
+    return coder.CdfTables.from_buffers(gc._quantized_cdf, gc._cdf_length, gc._offset)
+
+
+@pytest.fixture(scope="module")
+def nt(tables) -> native.NativeTables:
+    return native.NativeTables.from_cdf_tables(tables)
+
+
+def gaussian(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symbols of the Gaussian of their scale-table index (0..63), 1% of them far out (escapes)."""
+    rng = np.random.default_rng(seed)
+    indexes = rng.integers(0, coder.SCALE_LEVELS, n).astype(np.int32)
+    symbols = np.round(rng.standard_normal(n) * coder.scale_table().numpy()[indexes]).astype(np.int32)
+    far = rng.random(n) < 0.01
+    symbols[far] = rng.integers(-1000, 1000, int(far.sum()))
+    return symbols, indexes
+
+
+def compressai_encode(symbols, indexes, t) -> bytes:
+    return RansEncoder().encode_with_indexes(symbols.tolist(), indexes.tolist(), t.cdfs, t.lengths, t.offsets)
+
+
+def compressai_decode(data, indexes, t) -> np.ndarray:
+    return np.array(RansDecoder().decode_with_indexes(data, indexes.tolist(), t.cdfs, t.lengths, t.offsets), np.int32)
+
+
+def test_extension_is_built():
+    assert native.available(), native.unavailable_reason()
+
+
+@pytest.mark.parametrize("n, seed", [(300, 0), (5000, 1), (60000, 2)])
+def test_bytes_match_compressai_both_ways(tables, nt, n, seed):
+    symbols, indexes = gaussian(n, seed)
+    data = native.encode(symbols, indexes, nt)
+    assert data == compressai_encode(symbols, indexes, tables)
+    assert np.array_equal(native.decode(data, indexes, nt), symbols)
+    assert np.array_equal(compressai_decode(data, indexes, tables), symbols)
+
+
+def test_escapes_with_small_scales(tables, nt):
+    rng = np.random.default_rng(3)
+    indexes = rng.integers(0, 4, 400).astype(np.int32)  # the narrowest tables: 3 values + escape
+    symbols = rng.choice(np.array([-500, 500, -1, 0, 1, 2, -2, 70000, -70000, 2**26, -(2**26)], np.int32), 400)
+    data = native.encode(symbols, indexes, nt)
+    assert data == compressai_encode(symbols, indexes, tables)
+    assert np.array_equal(native.decode(data, indexes, nt), symbols)
+    assert np.array_equal(compressai_decode(data, indexes, tables), symbols)
+    # 8-digit escapes (|value| >= 2^27): CompressAI's encoder loops forever on them, its decoder reads them
+    symbols[::7] = [2**30 - 1, -(2**30)] * 29
+    data = native.encode(symbols, indexes, nt)
+    assert np.array_equal(native.decode(data, indexes, nt), symbols)
+    assert np.array_equal(compressai_decode(data, indexes, tables), symbols)
+
+
+def test_symbols_beyond_the_escape_range_are_rejected(nt):
+    with pytest.raises(ValueError, match="too far"):
+        native.encode(np.array([2**31 - 1], np.int32), np.array([1], np.int32), nt)
+
+
+def test_empty(nt):
+    empty = np.zeros(0, np.int32)
+    assert native.encode(empty, empty, nt) == b""
+    assert native.decode(b"", empty, nt).shape == (0,)
+    assert native.encode_many([], [], nt, 2) == [] and native.decode_many([], [], nt, 2) == []
+    with pytest.raises(ValueError):
+        native.decode(b"\0" * 8, empty, nt)
+
+
+def test_many_substreams_on_threads(nt):
+    parts = [gaussian(n, 10 + i) for i, n in enumerate([20000, 0, 1, 7000, 15000])]
+    streams = native.encode_many([s for s, _ in parts], [i for _, i in parts], nt, threads=2)
+    assert streams == [native.encode(s, i, nt) for s, i in parts]
+    one = native.decode_many(streams, [i for _, i in parts], nt, threads=1)
+    two = native.decode_many(streams, [i for _, i in parts], nt, threads=2)
+    for (s, _), a, b in zip(parts, one, two):
+        assert a.dtype == np.int32 and np.array_equal(a, s) and np.array_equal(b, s)
+
+
+def test_python_threads_decode_concurrently(nt):
+    symbols, indexes = gaussian(50000, 4)
+    data = native.encode(symbols, indexes, nt)
+    results = []
+    workers = [threading.Thread(target=lambda: results.append(native.decode(data, indexes, nt))) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(results) == 3 and all(np.array_equal(r, symbols) for r in results)
+
+
+def test_truncated_and_extended_streams(nt):
+    symbols, indexes = gaussian(3000, 5)
+    data = native.encode(symbols, indexes, nt)
+    for cut in [0, 1, 4, 7, 8, len(data) // 2, len(data) - 4, len(data) - 1]:
+        with pytest.raises(ValueError):
+            native.decode(data[:cut], indexes, nt)
+    with pytest.raises(ValueError):
+        native.decode(data + b"\0\0\0\0", indexes, nt)
+    with pytest.raises(ValueError):  # more symbols than were coded
+        native.decode(data, np.concatenate([indexes, indexes]), nt)
+
+
+def test_fuzzed_streams_never_crash(nt):
+    """Garbage and bit-flipped streams raise ValueError or decode to some int32 array."""
+    rng = np.random.default_rng(6)
+    symbols, indexes = gaussian(2000, 7)
+    good = native.encode(symbols, indexes, nt)
+    outcomes = {"error": 0, "decoded": 0}
+    for case in range(400):
+        n = int(rng.integers(1, 3000))
+        idx = rng.integers(0, coder.SCALE_LEVELS, n).astype(np.int32)
+        if case % 2:
+            data = rng.integers(0, 256, int(rng.integers(0, 200)) * (1 if case % 4 == 1 else 4), np.uint8).tobytes()
+        else:
+            flipped = bytearray(good)
+            for pos in rng.integers(0, len(good), int(rng.integers(1, 4))):
+                flipped[pos] ^= 1 << int(rng.integers(0, 8))
+            data, idx = bytes(flipped), indexes
+        try:
+            out = native.decode(data, idx, nt)
+        except ValueError:
+            outcomes["error"] += 1
+        else:
+            assert out.shape == idx.shape and out.dtype == np.int32
+            outcomes["decoded"] += 1
+    assert outcomes["error"] > 300  # the final-state check catches nearly all corruption
+    with pytest.raises(ValueError, match="substream 1"):
+        native.decode_many([good, good[:-8]], [indexes, indexes], nt, threads=2)
+
+
+def test_bad_indexes_and_lengths(nt):
+    symbols, indexes = gaussian(100, 8)
+    data = native.encode(symbols, indexes, nt)
+    for bad in (-1, coder.SCALE_LEVELS, 2**31 - 1):
+        wrong = indexes.copy()
+        wrong[50] = bad
+        with pytest.raises(ValueError, match="out of range"):
+            native.encode(symbols, wrong, nt)
+        with pytest.raises(ValueError):
+            native.decode(data, wrong, nt)
+    with pytest.raises(ValueError, match="symbols but"):
+        native.encode(symbols, indexes[:-1], nt)
+    with pytest.raises(ValueError):
+        native.encode_many([symbols], [indexes, indexes], nt)
+    with pytest.raises(ValueError):
+        native.decode_many([data, data], [indexes], nt)
+    with pytest.raises(ValueError, match="threads"):
+        native.decode_many([data], [indexes], nt, threads=0)
+
+
+def test_bad_tables_and_types(nt):
+    symbols, indexes = gaussian(100, 9)
+    from nvc.entropy import _rans
+
+    cdfs = nt.cdfs.copy()
+    cdfs[3, 1] = cdfs[3, 2]  # not strictly increasing
+    with pytest.raises(ValueError, match="row 3"):
+        _rans.encode(symbols, indexes, cdfs, nt.lengths, nt.offsets)
+    lengths = nt.lengths.copy()
+    lengths[0] = nt.cdfs.shape[1] + 1
+    with pytest.raises(ValueError, match="row 0"):
+        _rans.decode(b"\0" * 8, indexes, nt.cdfs, lengths, nt.offsets)
+    with pytest.raises(ValueError, match="one entry per table row"):
+        _rans.encode(symbols, indexes, nt.cdfs, nt.lengths[:-1], nt.offsets)
+    with pytest.raises(TypeError):
+        _rans.encode(symbols.astype(np.int64), indexes, nt.cdfs, nt.lengths, nt.offsets)
+    with pytest.raises(TypeError):
+        _rans.encode(symbols[::2], indexes[::2], nt.cdfs, nt.lengths, nt.offsets)
+    with pytest.raises(TypeError):
+        _rans.decode("text", indexes, nt.cdfs, nt.lengths, nt.offsets)

@@ -1,0 +1,148 @@
+"""Speed of the table-driven entropy coders on realistic latent symbols (JSON + table).
+
+    python -m tools.bench_rans --json out.json [--symbols 3000000] [--substreams 4] [--repeats 3]
+
+Data: scale-table indexes drawn uniformly over the coded classes (1..63; 0 is the skip class) and
+symbols from the matching zero-mean Gaussian, rounded. Coders, all timed in this one run (best of
+`--repeats`, wall clock, M symbols/s, including the Python-side conversions each interface needs):
+  - compressai: `nvc.entropy.coder` (CompressAI's rANS; lists in and out),
+  - constriction: its AnsCoder with a QuantizedGaussian per symbol (a reference point: different
+    bytes, its own quantisation of the same Gaussians; symbols clipped to its support),
+  - native: `nvc.entropy.native` on one stream, then on `--substreams` substreams with
+    `decode_many` / `encode_many` on 1 and on 2 threads.
+The machine's load average is recorded: another process using the cores caps thread scaling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+from nvc.entropy import coder, native
+
+CLIP = 1000  # constriction's QuantizedGaussian support: [-CLIP, CLIP]
+
+
+def best_time(fn, repeats: int) -> tuple[float, object]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def make_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    indexes = rng.integers(1, coder.SCALE_LEVELS, n).astype(np.int32)
+    symbols = np.round(rng.standard_normal(n) * coder.scale_table().numpy()[indexes]).astype(np.int32)
+    return symbols, indexes
+
+
+def build_tables() -> coder.CdfTables:
+    import warnings
+
+    with warnings.catch_warnings():  # compressai's import warns about torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        from compressai.entropy_models import GaussianConditional
+
+    gc = GaussianConditional(None)
+    gc.update_scale_table(coder.scale_table())
+    return coder.CdfTables.from_buffers(gc._quantized_cdf, gc._cdf_length, gc._offset)
+
+
+def row(name: str, n: int, enc_s: float, dec_s: float, nbytes: int, **extra) -> dict:
+    return {"coder": name, "encode_msym_s": round(n / enc_s / 1e6, 2), "decode_msym_s": round(n / dec_s / 1e6, 2),
+            "bits_per_symbol": round(8 * nbytes / n, 4), **extra}
+
+
+def run(n: int, substreams: int, repeats: int) -> dict:
+    symbols, indexes = make_data(n)
+    tables = build_tables()
+    nt = native.NativeTables.from_cdf_tables(tables)
+    rows = []
+
+    enc, data = best_time(lambda: coder.encode(symbols, indexes, tables), repeats)
+    dec, out = best_time(lambda: coder.decode(data, indexes, tables), repeats)
+    assert np.array_equal(out, symbols)
+    rows.append(row("compressai", n, enc, dec, len(data)))
+    reference = data
+
+    try:
+        import constriction
+    except ImportError:
+        constriction = None
+    if constriction is not None:
+        family = constriction.stream.model.QuantizedGaussian(-CLIP, CLIP)
+        means = np.zeros(n)
+        stds = coder.scale_table().double().numpy()[indexes]
+        clipped = np.clip(symbols, -CLIP, CLIP)
+
+        def c_encode():
+            ans = constriction.stream.stack.AnsCoder()
+            ans.encode_reverse(clipped, family, means, stds)
+            return ans.get_compressed()
+
+        enc, words = best_time(c_encode, repeats)
+        dec, out = best_time(lambda: constriction.stream.stack.AnsCoder(words).decode(family, means, stds), repeats)
+        assert np.array_equal(out, clipped)
+        rows.append(row("constriction QuantizedGaussian", n, enc, dec, words.nbytes))
+
+    if not native.available():
+        print(f"native coder unavailable: {native.unavailable_reason()}")
+    else:
+        enc, data = best_time(lambda: native.encode(symbols, indexes, nt), repeats)
+        dec, out = best_time(lambda: native.decode(data, indexes, nt), repeats)
+        assert data == reference and np.array_equal(out, symbols)
+        rows.append(row("native, 1 stream", n, enc, dec, len(data)))
+
+        parts_s, parts_i = np.array_split(symbols, substreams), np.array_split(indexes, substreams)
+        for threads in (1, 2):
+            enc, streams = best_time(lambda: native.encode_many(parts_s, parts_i, nt, threads), repeats)
+            c0 = time.process_time()
+            dec, outs = best_time(lambda: native.decode_many(streams, parts_i, nt, threads), repeats)
+            cpu = (time.process_time() - c0) / repeats
+            assert all(np.array_equal(a, b) for a, b in zip(outs, parts_s))
+            rows.append(row(f"native many, {substreams} substreams, {threads} thread{'s' * (threads > 1)}", n, enc,
+                            dec, sum(map(len, streams)), threads=threads, decode_cpu_s_per_run=round(cpu, 4)))
+    return {
+        "symbols": n,
+        "substreams": substreams,
+        "repeats": repeats,
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "results": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--symbols", type=int, default=3_000_000)
+    ap.add_argument("--substreams", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args(argv)
+    load = os.getloadavg()[0]
+    report = run(args.symbols, args.substreams, args.repeats)
+    report["loadavg_1min_before"] = round(load, 2)
+    print(f"{args.symbols} symbols, {report['cpus']} CPUs, load average {load:.2f}")
+    print(f"{'coder':<40} {'enc Msym/s':>10} {'dec Msym/s':>10} {'bits/sym':>9}")
+    for r in report["results"]:
+        print(f"{r['coder']:<40} {r['encode_msym_s']:>10.2f} {r['decode_msym_s']:>10.2f} {r['bits_per_symbol']:>9.4f}")
+    many = [r for r in report["results"] if "threads" in r]
+    if len(many) == 2:
+        report["decode_speedup_2_threads"] = round(many[1]["decode_msym_s"] / many[0]["decode_msym_s"], 2)
+        print(f"decode_many speedup, 2 threads vs 1: {report['decode_speedup_2_threads']:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+
+
+if __name__ == "__main__":
+    main()
