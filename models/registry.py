@@ -19,6 +19,7 @@ class ModelEntry:
     id: int
     name: str
     weights_file: str  # inside models/weights/
+    quality_levels: int  # as in the weights' config (a test checks), known here without loading them
 
     @property
     def weights_path(self) -> Path:
@@ -26,8 +27,9 @@ class ModelEntry:
 
 
 MODEL_TABLE: dict[int, ModelEntry] = {
-    1: ModelEntry(1, "hyperprior-yuv420-v1", "hyperprior-yuv420-v1.pt"),  # intra only
-    2: ModelEntry(2, "tcm-yuv420-v1", "tcm-yuv420-v1.pt"),  # model 1's intra + a P-frame model
+    1: ModelEntry(1, "hyperprior-yuv420-v1", "hyperprior-yuv420-v1.pt", 6),  # intra only
+    2: ModelEntry(2, "tcm-yuv420-v1", "tcm-yuv420-v1.pt", 6),  # model 1's intra + a P-frame model
+    3: ModelEntry(3, "lean-mc-yuv420-v2", "lean-mc-yuv420-v2.pt", 8),  # v2: lean int8-friendly decoder, motion
 }
 DEFAULT_MODEL = "tcm-yuv420-v1"
 INTRA_MODEL = "hyperprior-yuv420-v1"  # the intra model that P-frame training starts from

@@ -1,20 +1,23 @@
 """The `.nvc` container: a file header, then one length-prefixed packet per frame, then an end mark.
 
-Readable from a pipe front to back without seeking. All integers are big-endian.
+Readable from a pipe front to back without seeking; pure Python (no torch), so that `nvc info` and
+any tool can parse a file cheaply. All fixed-size integers are big-endian.
 
-File header (54 bytes in version 1)::
+File header, format version 2 (60 bytes)::
 
     magic          4s  b"NVC\\x1a"
-    version        u8  format version (this module writes and reads 1)
-    model_id       u16 id in models.registry.MODEL_TABLE (frozen; never reused)
+    version        u8  2 (this module writes 2 and reads 1 and 2)
+    model_id       u16 id in nvc.models.registry.MODEL_TABLE (frozen; never reused)
     weights_hash   16s first 16 bytes of SHA-256 of the model's weights file
     width, height  u32 u32 luma size in pixels (any size; the codec pads and crops)
     fps            u32 u32 numerator, denominator
-    colorspace     u8  0 unknown, 1 BT.709, 2 BT.601 (of the source; coded as 8-bit YUV420)
+    colorspace     u8  matrix of the source: 0 unknown, 1 BT.709, 2 BT.601 (coded as 8-bit YUV420)
+    color_range    u8  0 unknown, 1 tv (limited), 2 pc (full)
+    chroma_loc     u8  4:2:0 chroma siting: 0 unknown, 1 left (MPEG-2, H.264), 2 center (JPEG, MPEG-1)
+    sar            u16 u16 sample aspect ratio (0:0 unknown)
     frame_count    u32 0 when unknown (a stream written to a pipe)
     intra_period   i32 1: every frame is an I-frame; N: an I-frame every N; -1: only the first
     quality        u8  quality level the stream was encoded at
-    substreams     u8  K, main-latent substreams per packet
     header_crc     u32 CRC32 of the bytes above
 
 Packet, one per frame, in decoding order::
@@ -23,10 +26,16 @@ Packet, one per frame, in decoding order::
     frame_type     u8  1 = I (intra), 2 = P (predicted from the frame before it)
     quality        u8
     frame_index    u32
-    z_length       u32 hyper-latent stream length
-    y_length * K   u32 main-latent substream lengths
-    crc32          u32 CRC32 of everything in the packet before it and of the payload
-    payload        z stream, then the K y substreams
+    stream_count   u8
+    per stream     u8  kind << 6 | step << 3 | part   (kind: 1 motion, 2 hyper, 3 latent)
+                   varint  payload length (LEB128)
+    crc32          u32 CRC32 of everything in the packet before it and of the payloads
+    payloads       the streams' bytes, in the order listed
+
+A packet is a list of typed streams (the motion field, the hyper-latent, and one substream per
+decoding step and part of the main latent), so that a model with more steps or other stream kinds
+needs no new format. Version 1 (models 1 and 2) had a fixed layout (a z stream and K y substreams,
+K in the header); it is still read, as the same list of streams.
 
 A reader that meets a damaged file raises `NvcError` naming the problem and the frame.
 """
@@ -39,15 +48,16 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import BinaryIO, Iterator
 
-from entropy.hyperprior import LatentStreams
 from nvc.errors import NvcError
 
 MAGIC = b"NVC\x1a"
-VERSION = 1
-_HEADER = struct.Struct(">4sBH16sIIIIBIiBB")
-_HEADER_CRC = struct.Struct(">I")
+VERSION = 2
+_HEADER_V1 = struct.Struct(">4sBH16sIIIIBIiBB")
+_HEADER = struct.Struct(">4sBH16sIIIIBBBHHIiB")
+_CRC = struct.Struct(">I")
 _PACKET_LEN = struct.Struct(">I")
-_PACKET_FIXED = struct.Struct(">BBII")
+_PACKET_FIXED = struct.Struct(">BBIB")  # frame type, quality, frame index, stream count
+_PACKET_FIXED_V1 = struct.Struct(">BBII")  # frame type, quality, frame index, z length
 MAX_PACKET = 1 << 30
 
 
@@ -66,6 +76,34 @@ class ColorSpace(IntEnum):
         return {"bt709": cls.BT709, "bt601": cls.BT601}.get(name, cls.UNKNOWN)
 
 
+class StreamKind(IntEnum):
+    """What a stream in a packet holds (format version 2)."""
+
+    MOTION = 1  # the motion field of a P-frame
+    HYPER = 2  # the hyper-latent z
+    LATENT = 3  # one substream (part) of one decoding step of the main latent y
+
+
+@dataclass(frozen=True)
+class Stream:
+    kind: StreamKind
+    step: int  # decoding step of a LATENT stream (0 otherwise)
+    part: int  # substream within the step
+    data: bytes
+
+
+class ColorRange(IntEnum):
+    UNKNOWN = 0
+    TV = 1
+    PC = 2
+
+
+class ChromaLocation(IntEnum):
+    UNKNOWN = 0
+    LEFT = 1
+    CENTER = 2
+
+
 @dataclass(frozen=True)
 class StreamHeader:
     model_id: int
@@ -78,14 +116,20 @@ class StreamHeader:
     frame_count: int
     intra_period: int
     quality: int
-    substreams: int
+    color_range: ColorRange = ColorRange.UNKNOWN
+    chroma_location: ChromaLocation = ChromaLocation.UNKNOWN
+    sar: tuple[int, int] = (0, 0)
     version: int = VERSION
+    substreams: int = 0  # version 1 only: the fixed number of y substreams per packet
 
     def to_bytes(self) -> bytes:
+        if self.version != VERSION:
+            raise ValueError(f"this nvc writes format version {VERSION} only")
         body = _HEADER.pack(MAGIC, self.version, self.model_id, self.weights_hash, self.width, self.height,
-                            self.fps_num, self.fps_den, int(self.colorspace), self.frame_count,
-                            self.intra_period, self.quality, self.substreams)
-        return body + _HEADER_CRC.pack(zlib.crc32(body))
+                            self.fps_num, self.fps_den, int(self.colorspace), int(self.color_range),
+                            int(self.chroma_location), self.sar[0], self.sar[1], self.frame_count,
+                            self.intra_period, self.quality)
+        return body + _CRC.pack(zlib.crc32(body))
 
     @classmethod
     def read(cls, f: BinaryIO) -> "StreamHeader":
@@ -94,20 +138,56 @@ class StreamHeader:
             raise NvcError("not an .nvc file (wrong magic)")
         if len(head) < len(MAGIC) + 1:
             raise NvcError("truncated file header")
-        if head[len(MAGIC)] != VERSION:
-            raise NvcError(f"unsupported .nvc format version {head[len(MAGIC)]} (this nvc reads version {VERSION})")
-        rest = f.read(_HEADER.size - len(head) + _HEADER_CRC.size)
-        if len(rest) < _HEADER.size - len(head) + _HEADER_CRC.size:
+        version = head[len(MAGIC)]
+        if version not in (1, VERSION):
+            raise NvcError(f"unsupported .nvc format version {version} (this nvc reads versions 1 and {VERSION})")
+        layout = _HEADER_V1 if version == 1 else _HEADER
+        rest = f.read(layout.size - len(head) + _CRC.size)
+        if len(rest) < layout.size - len(head) + _CRC.size:
             raise NvcError("truncated file header")
-        body, (crc,) = head + rest[: -_HEADER_CRC.size], _HEADER_CRC.unpack(rest[-_HEADER_CRC.size :])
+        body, (crc,) = head + rest[: -_CRC.size], _CRC.unpack(rest[-_CRC.size :])
         if zlib.crc32(body) != crc:
             raise NvcError("CRC mismatch in file header")
-        (_, version, model_id, weights_hash, width, height, fps_num, fps_den, colorspace, frame_count,
-         intra_period, quality, substreams) = _HEADER.unpack(body)
-        if width == 0 or height == 0 or fps_num == 0 or fps_den == 0 or substreams == 0:
-            raise NvcError("invalid file header (zero size, frame rate or substreams)")
-        return cls(model_id, weights_hash, width, height, fps_num, fps_den, ColorSpace(colorspace),
-                   frame_count, intra_period, quality, substreams, version)
+        fields = layout.unpack(body)
+        if version == 1:
+            (_, _, model_id, weights_hash, width, height, fps_num, fps_den, colorspace, frame_count,
+             intra_period, quality, substreams) = fields
+            color_range, chroma, sar = 0, 0, (0, 0)
+            if substreams == 0:
+                raise NvcError("invalid file header (zero substreams)")
+        else:
+            (_, _, model_id, weights_hash, width, height, fps_num, fps_den, colorspace, color_range, chroma,
+             sar_num, sar_den, frame_count, intra_period, quality) = fields
+            substreams, sar = 0, (sar_num, sar_den)
+        if width == 0 or height == 0 or fps_num == 0 or fps_den == 0:
+            raise NvcError("invalid file header (zero size or frame rate)")
+        try:
+            return cls(model_id, weights_hash, width, height, fps_num, fps_den, ColorSpace(colorspace), frame_count,
+                       intra_period, quality, ColorRange(color_range), ChromaLocation(chroma), sar, version,
+                       substreams)
+        except ValueError as e:
+            raise NvcError(f"invalid file header ({e})") from None
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf) or shift > 28:
+            raise ValueError("bad stream length")
+        byte = buf[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not byte & 0x80:
+            return value, pos
 
 
 @dataclass(frozen=True)
@@ -115,20 +195,25 @@ class FramePacket:
     frame_type: FrameType
     quality: int
     frame_index: int
-    streams: LatentStreams
+    streams: tuple[Stream, ...]
 
     def to_bytes(self) -> bytes:
-        lengths = [len(self.streams.z)] + [len(s) for s in self.streams.y]
-        fixed = _PACKET_FIXED.pack(int(self.frame_type), self.quality, self.frame_index, lengths[0])
-        fixed += struct.pack(f">{len(lengths) - 1}I", *lengths[1:])
-        payload = self.streams.z + b"".join(self.streams.y)
-        crc = zlib.crc32(payload, zlib.crc32(fixed))
-        body = fixed + struct.pack(">I", crc) + payload
+        if len(self.streams) > 255:
+            raise ValueError("at most 255 streams per packet")
+        table = bytearray(_PACKET_FIXED.pack(int(self.frame_type), self.quality, self.frame_index, len(self.streams)))
+        for s in self.streams:
+            if not (0 < s.kind < 4 and 0 <= s.step < 8 and 0 <= s.part < 8):
+                raise ValueError(f"stream {s.kind}/{s.step}/{s.part} does not fit the format")
+            table.append(int(s.kind) << 6 | s.step << 3 | s.part)
+            table += _varint(len(s.data))
+        payload = b"".join(s.data for s in self.streams)
+        body = bytes(table) + _CRC.pack(zlib.crc32(payload, zlib.crc32(table))) + payload
         return _PACKET_LEN.pack(len(body)) + body
 
     @property
     def size(self) -> int:
-        return len(self.streams.z) + sum(len(s) for s in self.streams.y)
+        """Payload bytes (the streams, without the packet's own fields)."""
+        return sum(len(s.data) for s in self.streams)
 
 
 @dataclass(frozen=True)
@@ -145,14 +230,61 @@ class DamagedPacket:
 END_OF_STREAM = _PACKET_LEN.pack(0)
 
 
+def _parse_v2(body: bytes) -> tuple[int, int, int, tuple[Stream, ...]] | str:
+    """(type, quality, index, streams) of a packet body, or what is wrong with it."""
+    if len(body) < _PACKET_FIXED.size + _CRC.size:
+        return "malformed packet"
+    ftype, quality, frame_index, count = _PACKET_FIXED.unpack_from(body)
+    pos, table = _PACKET_FIXED.size, []
+    try:
+        for _ in range(count):
+            if pos >= len(body):
+                raise ValueError
+            desc = body[pos]
+            length, pos = _read_varint(body, pos + 1)
+            table.append((desc, length))
+    except ValueError:
+        return "malformed packet"
+    if pos + _CRC.size > len(body):
+        return "malformed packet"
+    (crc,) = _CRC.unpack_from(body, pos)
+    payload = body[pos + _CRC.size :]
+    if zlib.crc32(payload, zlib.crc32(body[:pos])) != crc:
+        return "CRC mismatch"
+    if sum(n for _, n in table) != len(payload) or any(d >> 6 == 0 for d, _ in table):
+        return "malformed packet"
+    streams, at = [], 0
+    for desc, n in table:
+        streams.append(Stream(StreamKind(desc >> 6), (desc >> 3) & 7, desc & 7, payload[at : at + n]))
+        at += n
+    return ftype, quality, frame_index, tuple(streams)
+
+
+def _parse_v1(body: bytes, k: int) -> tuple[int, int, int, tuple[Stream, ...]] | str:
+    fixed_size = _PACKET_FIXED_V1.size + 4 * k + 4
+    if len(body) < fixed_size:
+        return "malformed packet"
+    ftype, quality, frame_index, z_len = _PACKET_FIXED_V1.unpack_from(body)
+    y_lens = struct.unpack_from(f">{k}I", body, _PACKET_FIXED_V1.size)
+    (crc,) = _CRC.unpack_from(body, fixed_size - 4)
+    payload = body[fixed_size:]
+    if zlib.crc32(payload, zlib.crc32(body[: fixed_size - 4])) != crc:
+        return "CRC mismatch"
+    if z_len + sum(y_lens) != len(payload):
+        return "malformed packet"
+    streams, pos = [Stream(StreamKind.HYPER, 0, 0, payload[:z_len])], z_len
+    for part, n in enumerate(y_lens):
+        streams.append(Stream(StreamKind.LATENT, 0, part, payload[pos : pos + n]))
+        pos += n
+    return ftype, quality, frame_index, tuple(streams)
+
+
 def read_packets(f: BinaryIO, header: StreamHeader, skip_damaged: bool = False) -> Iterator[FramePacket | DamagedPacket]:
     """Packets in order; raises NvcError on truncation, corruption or a missing end mark.
 
     With skip_damaged, a packet whose length is sound but whose CRC or fields are not is yielded as
     a `DamagedPacket` and reading goes on with the next one.
     """
-    k = header.substreams
-    fixed_size = _PACKET_FIXED.size + 4 * k + 4
     index = 0
     while True:
         raw = f.read(_PACKET_LEN.size)
@@ -165,29 +297,20 @@ def read_packets(f: BinaryIO, header: StreamHeader, skip_damaged: bool = False) 
             if header.frame_count and index != header.frame_count:
                 raise NvcError(f"stream ends after {index} frames but the header says {header.frame_count}")
             return
-        if length < fixed_size or length > MAX_PACKET:
+        if length > MAX_PACKET:
             raise NvcError(f"corrupt packet length in frame {index}")
         body = f.read(length)
         if len(body) < length:
             raise NvcError(f"truncated packet in frame {index}")
-        ftype, quality, frame_index, z_len = _PACKET_FIXED.unpack_from(body)
-        y_lens = struct.unpack_from(f">{k}I", body, _PACKET_FIXED.size)
-        (crc,) = struct.unpack_from(">I", body, fixed_size - 4)
-        payload = body[fixed_size:]
-        damage = None
-        if zlib.crc32(payload, zlib.crc32(body[: fixed_size - 4])) != crc:
-            damage = DamagedPacket(index, "CRC mismatch")
-        elif ftype not in (FrameType.I, FrameType.P) or frame_index != index or z_len + sum(y_lens) != len(payload):
-            damage = DamagedPacket(index, "malformed packet")
-        if damage is not None:
+        parsed = _parse_v1(body, header.substreams) if header.version == 1 else _parse_v2(body)
+        if not isinstance(parsed, str):
+            ftype, quality, frame_index, streams = parsed
+            if ftype not in (FrameType.I, FrameType.P) or frame_index != index:
+                parsed = "malformed packet"
+        if isinstance(parsed, str):
             if not skip_damaged:
-                raise NvcError(str(damage))
-            yield damage
-            index += 1
-            continue
-        cuts, pos = [], z_len
-        for n in y_lens:
-            cuts.append(payload[pos : pos + n])
-            pos += n
-        yield FramePacket(FrameType(ftype), quality, frame_index, LatentStreams(payload[:z_len], tuple(cuts)))
+                raise NvcError(f"{parsed} in frame {index}")
+            yield DamagedPacket(index, parsed)
+        else:
+            yield FramePacket(FrameType(ftype), quality, frame_index, streams)
         index += 1

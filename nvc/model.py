@@ -1,12 +1,20 @@
 """The frame models, with CompressAI's contract, and the shipped set of weights.
 
-- `IntraModel`: I-frames, `models.transforms` plus the hyperprior latent codec (`entropy.hyperprior`).
-- `InterModel`: P-frames, conditional coding on the previous decoded frame (`models.inter`) plus the
-  hyperprior with a latent-domain temporal prior (`entropy.temporal`).
+- `IntraModel`: I-frames, `nvc.models.transforms` plus the hyperprior latent codec (`nvc.entropy.hyperprior`).
+- `InterModel`: P-frames, conditional coding on the previous decoded frame (`nvc.models.inter`) plus the
+  hyperprior with a latent-domain temporal prior (`nvc.entropy.temporal`).
 - `VideoModel`: what one weights file holds, an intra model and (from model id 2) an inter model.
 
-Each model has `forward` (training: reconstruction and likelihoods), `compress` (latent streams, and
-the `Reconstruction` the decoder will produce) and `decompress` (streams -> `Reconstruction`).
+Every frame model, I or P, v1 or v2 (`nvc.lean_model`), answers one frame-codec contract, so that the
+GOP code dispatches once:
+
+    compress(x, ref, quality) -> (streams, Reconstruction)        streams: list of container `Stream`s
+    decode_latent(streams, ref, height, width) -> DecodedLatent    entropy decoding (no pixels needed)
+    synthesize(latent, ref, quality) -> Reconstruction             the pixel-rate half
+    decompress(streams, ref, height, width, quality) = synthesize(decode_latent(...))
+
+`ref` is the reference frame's `Reconstruction` (None, and ignored, for I-frames). `forward` is the
+training path (reconstruction and likelihoods) and differs between I and P.
 A `Reconstruction` is a decoded-picture-buffer entry: the frame, rounded to 8 bits exactly as it is
 output, and its latent y_hat, the temporal prior of the next frame's entropy model.
 
@@ -23,12 +31,14 @@ import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import nn
 
-from entropy.hyperprior import HyperpriorLatentCodec, LatentStreams
-from entropy.temporal import TemporalHyperpriorLatentCodec
-from models import inter as I
-from models import transforms as T
-from models.config import HyperpriorConfig
-from models.registry import ModelEntry, weights_hash
+from nvc.container import Stream, StreamKind
+from nvc.entropy.hyperprior import HyperpriorLatentCodec, LatentStreams
+from nvc.errors import NvcError
+from nvc.entropy.temporal import TemporalHyperpriorLatentCodec
+from nvc.models import inter as I
+from nvc.models import transforms as T
+from nvc.models.config import HyperpriorConfig
+from nvc.models.registry import ModelEntry, weights_hash
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,14 @@ class Reconstruction:
     y_hat: torch.Tensor  # (1, M, H/16, W/16), quantized latent (gain-scaled domain)
 
 
+@dataclass(frozen=True)
+class DecodedLatent:
+    """What entropy decoding of one frame yields: the input of its synthesis."""
+
+    y_hat: torch.Tensor
+    mv: torch.Tensor | None = None  # a P-frame's decoded motion field (v2)
+
+
 def z_size(height: int, width: int) -> tuple[int, int]:
     """Hyper-latent size for a padded luma size."""
     return height // 64, width // 64
@@ -54,7 +72,22 @@ def to_8bit(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0, 1).mul_(255).round_().div_(255)
 
 
+def _v1_streams(ls: LatentStreams) -> list[Stream]:
+    """A v1 latent's streams (z and K y substreams) as the packet's list of typed streams."""
+    return [Stream(StreamKind.HYPER, 0, 0, ls.z)] + [Stream(StreamKind.LATENT, 0, k, s) for k, s in enumerate(ls.y)]
+
+
+def _v1_latent_streams(streams: list[Stream]) -> LatentStreams:
+    z = [s.data for s in streams if s.kind == StreamKind.HYPER]
+    y = [s for s in streams if s.kind == StreamKind.LATENT and s.step == 0]
+    if len(z) != 1 or len(y) + 1 != len(streams) or [s.part for s in y] != list(range(len(y))):
+        raise NvcError("malformed packet: not the streams of a v1 model")
+    return LatentStreams(z[0], tuple(s.data for s in y))
+
+
 class IntraModel(nn.Module):
+    """The v1 I-frame model; answers the frame-codec contract (`ref` is ignored)."""
+
     def __init__(self, config: HyperpriorConfig):
         super().__init__()
         self.config = config
@@ -65,6 +98,12 @@ class IntraModel(nn.Module):
             T.hyper_analysis(config), T.hyper_synthesis(config), config.channels, config.substreams
         )
 
+    def entropy_parameter_modules(self) -> list[nn.Module]:
+        return [self.latent_codec.h_s]
+
+    def synthesis_modules(self) -> list[nn.Module]:
+        return [self.g_s]
+
     def forward(self, x: torch.Tensor, quality: torch.Tensor) -> ModelOutput:
         y = self.gain.scale(self.g_a(x), quality)
         out = self.latent_codec(y)
@@ -72,27 +111,28 @@ class IntraModel(nn.Module):
         return ModelOutput(x_hat, out.y_hat, out.y_likelihoods, out.z_likelihoods)
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, quality: int) -> tuple[LatentStreams, Reconstruction]:
+    def compress(self, x: torch.Tensor, ref: Reconstruction | None, quality: int) -> tuple[list[Stream], Reconstruction]:
         q = torch.tensor([quality], device=x.device)
         streams, y_hat = self.latent_codec.compress(self.gain.scale(self.g_a(x), q))
-        return streams, Reconstruction(self.synthesize(y_hat, q), y_hat)
+        return _v1_streams(streams), self.synthesize(DecodedLatent(y_hat), ref, quality)
 
     @torch.no_grad()
-    def decompress(self, streams: LatentStreams, height: int, width: int, quality: int) -> Reconstruction:
-        y_hat = self.decode_latent(streams, height, width)
-        return Reconstruction(self.synthesize(y_hat, torch.tensor([quality])), y_hat)
-
-    @torch.no_grad()
-    def decode_latent(self, streams: LatentStreams, height: int, width: int) -> torch.Tensor:
+    def decode_latent(self, streams: list[Stream], ref: Reconstruction | None, height: int, width: int) -> DecodedLatent:
         """Entropy decoding, the first half of `decompress`: streams -> y_hat on the model's device."""
-        return self.latent_codec.decompress(streams, z_size(height, width)).to(self.g_s[0].weight.device)
+        y_hat = self.latent_codec.decompress(_v1_latent_streams(streams), z_size(height, width))
+        return DecodedLatent(y_hat.to(self.g_s[0].weight.device))
 
-    def synthesize(self, y_hat: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-        return to_8bit(self.g_s(self.gain.unscale(y_hat, quality.to(y_hat.device))))
+    @torch.no_grad()
+    def synthesize(self, latent: DecodedLatent, ref: Reconstruction | None, quality: int) -> Reconstruction:
+        q = torch.tensor([quality], device=latent.y_hat.device)
+        return Reconstruction(to_8bit(self.g_s(self.gain.unscale(latent.y_hat, q))), latent.y_hat)
+
+    def decompress(self, streams, ref, height: int, width: int, quality: int) -> Reconstruction:
+        return self.synthesize(self.decode_latent(streams, ref, height, width), ref, quality)
 
 
 class InterModel(nn.Module):
-    """P-frame model: x_t coded given the reference frame's pixels (transforms) and latent (entropy)."""
+    """v1 P-frame model: x_t coded given the reference frame's pixels (transforms) and latent (entropy)."""
 
     def __init__(self, config: HyperpriorConfig):
         super().__init__()
@@ -105,6 +145,13 @@ class InterModel(nn.Module):
             T.hyper_analysis(config), T.hyper_synthesis(config), config.channels, config.latent_channels,
             config.substreams,
         )
+
+    def entropy_parameter_modules(self) -> list[nn.Module]:
+        lc = self.latent_codec
+        return [lc.h_s, lc.temporal, lc.fuse]
+
+    def synthesis_modules(self) -> list[nn.Module]:
+        return [self.context, self.g_s]
 
     @torch.no_grad()
     def init_from(self, intra: IntraModel) -> None:
@@ -124,30 +171,28 @@ class InterModel(nn.Module):
         return ModelOutput(x_hat, out.y_hat, out.y_likelihoods, out.z_likelihoods)
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, ref: Reconstruction, quality: int) -> tuple[LatentStreams, Reconstruction]:
+    def compress(self, x: torch.Tensor, ref: Reconstruction, quality: int) -> tuple[list[Stream], Reconstruction]:
         q = torch.tensor([quality], device=x.device)
         ctx = self.context(ref.x_hat)
         streams, y_hat = self.latent_codec.compress(self.gain.scale(self.g_a(x, ctx), q), ref.y_hat)
-        return streams, Reconstruction(self._synthesize(y_hat, ctx, q), y_hat)
+        x_hat = to_8bit(self.g_s(self.gain.unscale(y_hat, q), ctx))
+        return _v1_streams(streams), Reconstruction(x_hat, y_hat)
 
     @torch.no_grad()
-    def decompress(self, streams: LatentStreams, ref: Reconstruction, height: int, width: int,
-                   quality: int) -> Reconstruction:
-        y_hat = self.decode_latent(streams, ref, height, width)
-        return Reconstruction(self.synthesize(y_hat, ref, torch.tensor([quality])), y_hat)
-
-    @torch.no_grad()
-    def decode_latent(self, streams: LatentStreams, ref: Reconstruction, height: int, width: int) -> torch.Tensor:
+    def decode_latent(self, streams: list[Stream], ref: Reconstruction, height: int, width: int) -> DecodedLatent:
         """Entropy decoding, the first half of `decompress`: needs the reference's latent only."""
-        return self.latent_codec.decompress(streams, z_size(height, width), ref.y_hat).to(ref.x_hat.device)
+        y_hat = self.latent_codec.decompress(_v1_latent_streams(streams), z_size(height, width), ref.y_hat)
+        return DecodedLatent(y_hat.to(ref.y_hat.device))
 
     @torch.no_grad()
-    def synthesize(self, y_hat: torch.Tensor, ref: Reconstruction, quality: torch.Tensor) -> torch.Tensor:
+    def synthesize(self, latent: DecodedLatent, ref: Reconstruction, quality: int) -> Reconstruction:
         """The second half of `decompress`: y_hat and the reference's pixels -> the frame."""
-        return self._synthesize(y_hat, self.context(ref.x_hat), quality)
+        q = torch.tensor([quality], device=latent.y_hat.device)
+        x_hat = to_8bit(self.g_s(self.gain.unscale(latent.y_hat, q), self.context(ref.x_hat)))
+        return Reconstruction(x_hat, latent.y_hat)
 
-    def _synthesize(self, y_hat: torch.Tensor, ctx, quality: torch.Tensor) -> torch.Tensor:
-        return to_8bit(self.g_s(self.gain.unscale(y_hat, quality.to(y_hat.device)), ctx))
+    def decompress(self, streams, ref, height: int, width: int, quality: int) -> Reconstruction:
+        return self.synthesize(self.decode_latent(streams, ref, height, width), ref, quality)
 
 
 class VideoModel(nn.Module):
@@ -161,8 +206,11 @@ class VideoModel(nn.Module):
 
 
 def update_entropy_tables(model: nn.Module) -> None:
+    from nvc.entropy.motion import MotionCoder
+    from nvc.entropy.multistep import MultiStepLatentCodec
+
     for m in model.modules():
-        if isinstance(m, HyperpriorLatentCodec):
+        if isinstance(m, (HyperpriorLatentCodec, MultiStepLatentCodec, MotionCoder)):
             m.update()
 
 
@@ -180,18 +228,28 @@ def save_weights(model: VideoModel, path) -> None:
     params = {name for name, _ in model.named_parameters()}
     state = {k: (v.half() if k in params else v) for k, v in model.state_dict().items()}
     buf = io.BytesIO()
-    torch.save({"config": model.config.to_dict(), "inter": model.inter is not None, "state_dict": state}, buf)
+    torch.save({"architecture": model.config.architecture, "config": model.config.to_dict(),
+                "inter": model.inter is not None, "state_dict": state}, buf)
     with open(path, "wb") as f:
         f.write(buf.getvalue())
 
 
-def load_weights(path) -> VideoModel:
+def _build(architecture: str, config: dict, inter: bool) -> nn.Module:
+    if architecture == "lean":
+        from nvc.lean_model import LeanVideoModel
+        from nvc.models.lean import LeanConfig
+
+        return LeanVideoModel(LeanConfig.from_dict(config))
+    return VideoModel(HyperpriorConfig.from_dict(config), inter=inter)
+
+
+def load_weights(path) -> nn.Module:
+    """The model a weights file describes (v1 `VideoModel` or v2 `LeanVideoModel`), in eval mode."""
     data = torch.load(path, map_location="cpu", weights_only=True)
-    config = HyperpriorConfig.from_dict(data["config"])
     state = data["state_dict"]
     if "inter" not in data:  # model id 1: an intra model saved on its own
         state = {f"intra.{k}": v for k, v in state.items()}
-    model = VideoModel(config, inter=bool(data.get("inter", False)))
+    model = _build(data.get("architecture", "hyperprior"), data["config"], bool(data.get("inter", False)))
     # CompressAI's CDF buffers start empty; size them from the saved tables before loading.
     for name, codec in model.named_modules():
         if isinstance(codec, (EntropyBottleneck, GaussianConditional)):

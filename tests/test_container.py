@@ -2,11 +2,11 @@ import io
 
 import pytest
 
-from entropy.hyperprior import LatentStreams
-from nvc.container import (END_OF_STREAM, ColorSpace, FramePacket, FrameType, StreamHeader, read_packets)
+from nvc.container import (END_OF_STREAM, ColorSpace, FramePacket, FrameType, Stream, StreamHeader, StreamKind,
+                           read_packets)
 from nvc.errors import NvcError
 
-HEADER = StreamHeader(1, bytes(range(16)), 175, 143, 30000, 1001, ColorSpace.BT709, 2, 1, 4, 2)
+HEADER = StreamHeader(3, bytes(range(16)), 175, 143, 30000, 1001, ColorSpace.BT709, 2, 1, 4)
 
 
 def stream(*packets: FramePacket, end: bool = True) -> io.BytesIO:
@@ -14,13 +14,15 @@ def stream(*packets: FramePacket, end: bool = True) -> io.BytesIO:
 
 
 def packet(i: int) -> FramePacket:
-    return FramePacket(FrameType.I, 4, i, LatentStreams(b"z" * (i + 1), (b"a" * 5, b"b" * (7 + i))))
+    streams = (Stream(StreamKind.MOTION, 0, 0, b"m" * i), Stream(StreamKind.HYPER, 0, 0, b"z" * (i + 1)),
+               Stream(StreamKind.LATENT, 0, 0, b"a" * 5), Stream(StreamKind.LATENT, 1, 1, b"b" * (200 + i)))
+    return FramePacket(FrameType.P if i else FrameType.I, 4, i, streams)
 
 
 def test_header_round_trip():
     f = io.BytesIO(HEADER.to_bytes())
     assert StreamHeader.read(f) == HEADER
-    assert len(HEADER.to_bytes()) == 54
+    assert len(HEADER.to_bytes()) == 59
 
 
 def test_packets_round_trip():
@@ -69,6 +71,31 @@ def test_missing_end_mark_is_an_error_even_without_frame_count():
     unknown = StreamHeader(**{**header.__dict__, "frame_count": 0})
     with pytest.raises(NvcError, match="no end-of-stream mark after frame 0"):
         list(read_packets(f, unknown))
+
+
+def test_version_1_files_are_read_as_lists_of_streams():
+    import struct
+    import zlib
+
+    body = struct.pack(">4sBH16sIIIIBIiBB", b"NVC\x1a", 1, 2, bytes(16), 64, 64, 25, 1, 1, 1, 32, 3, 2)
+    header = body + struct.pack(">I", zlib.crc32(body))
+    fixed = struct.pack(">BBII", 1, 3, 0, 2) + struct.pack(">2I", 3, 1)
+    payload = b"zz" + b"abc" + b"d"
+    packet_body = fixed + struct.pack(">I", zlib.crc32(payload, zlib.crc32(fixed))) + payload
+    f = io.BytesIO(header + struct.pack(">I", len(packet_body)) + packet_body + END_OF_STREAM)
+    h = StreamHeader.read(f)
+    assert (h.version, h.model_id, h.substreams) == (1, 2, 2)
+    (p,) = list(read_packets(f, h))
+    assert p.streams == (Stream(StreamKind.HYPER, 0, 0, b"zz"), Stream(StreamKind.LATENT, 0, 0, b"abc"),
+                         Stream(StreamKind.LATENT, 0, 1, b"d"))
+
+
+def test_container_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, nvc.container; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_packet_crc_covers_lengths():

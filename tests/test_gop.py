@@ -60,8 +60,8 @@ def test_p_frame_entropy_decoding_is_exact_across_thread_counts(frames):
     """DESIGN.md, Determinism: the entropy parameters of a P-frame come from z_hat and the previous
     latent only, so the decoded latents are identical however the pixels were computed. Encode on
     one thread, decode the latent chain on two."""
-    from models.registry import DEFAULT_MODEL, entry_by_name
-    from nvc.model import load_shipped, z_size
+    from nvc.models.registry import DEFAULT_MODEL, entry_by_name
+    from nvc.model import load_shipped
 
     model, _ = load_shipped(entry_by_name(DEFAULT_MODEL))
     before = torch.get_num_threads()
@@ -69,20 +69,15 @@ def test_p_frame_entropy_decoding_is_exact_across_thread_counts(frames):
         torch.set_num_threads(1)
         coded, ref = [], None
         for i, frame in enumerate(frames[:4]):
-            x = frame_to_tensor(frame)
-            streams, ref = model.intra.compress(x, 2) if i == 0 else model.inter.compress(x, ref, 2)
+            streams, ref = (model.intra if i == 0 else model.inter).compress(frame_to_tensor(frame), ref, 2)
             coded.append((streams, ref))
         torch.set_num_threads(2)
-        y_prev, dec_ref = None, None
+        dec_ref = None
         for i, (streams, enc_rec) in enumerate(coded):
-            if i == 0:
-                y_hat = model.intra.latent_codec.decompress(streams, z_size(192, 192))
-                dec_ref = model.intra.decompress(streams, 192, 192, 2)
-            else:
-                y_hat = model.inter.latent_codec.decompress(streams, z_size(192, 192), y_prev)
-                dec_ref = model.inter.decompress(streams, dec_ref, 192, 192, 2)
-            assert torch.equal(y_hat, enc_rec.y_hat)
-            y_prev = y_hat
+            frame_model = model.intra if i == 0 else model.inter
+            latent = frame_model.decode_latent(streams, dec_ref, 192, 192)
+            assert torch.equal(latent.y_hat, enc_rec.y_hat)
+            dec_ref = frame_model.synthesize(latent, dec_ref, 2)
             a, b = tensor_to_frame(enc_rec.x_hat, 144, 176), tensor_to_frame(dec_ref.x_hat, 144, 176)
             assert max(np.abs(p.astype(int) - q).max() for p, q in zip(a.planes(), b.planes())) <= 2
     finally:
@@ -91,10 +86,10 @@ def test_p_frame_entropy_decoding_is_exact_across_thread_counts(frames):
 
 def damage(path, out, frame: int) -> None:
     """Flip one payload byte of a frame's packet (after the header and `frame` packets)."""
-    from nvc.container import _HEADER, _HEADER_CRC
+    from nvc.container import _CRC, _HEADER
 
     data = bytearray(path.read_bytes())
-    pos = _HEADER.size + _HEADER_CRC.size
+    pos = _HEADER.size + _CRC.size
     for _ in range(frame):
         pos += 4 + int.from_bytes(data[pos : pos + 4], "big")
     data[pos + 4 + 40] ^= 0xFF

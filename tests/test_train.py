@@ -25,8 +25,8 @@ def test_train_resume_export(tmp_path, capsys):
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 3
     model = load_weights(tmp_path / "w.pt").intra
     x = torch.rand(1, 6, 32, 32)
-    streams, rec = model.compress(x, 2)
-    assert torch.equal(model.decompress(streams, 64, 64, 2).x_hat, rec.x_hat)
+    streams, rec = model.compress(x, None, 2)
+    assert torch.equal(model.decompress(streams, None, 64, 64, 2).x_hat, rec.x_hat)
 
 
 def test_inter_training_runs_resumes_and_exports_a_video_model(tmp_path, capsys):
@@ -37,6 +37,6 @@ def test_inter_training_runs_resumes_and_exports_a_video_model(tmp_path, capsys)
     assert "resumed from" in capsys.readouterr().out
     model = load_weights(tmp_path / "w.pt")
     x = torch.rand(2, 6, 32, 32)
-    _, ref = model.intra.compress(x[:1], 2)
+    _, ref = model.intra.compress(x[:1], None, 2)
     streams, rec = model.inter.compress(x[1:], ref, 2)
     assert torch.equal(model.inter.decompress(streams, ref, 64, 64, 2).x_hat, rec.x_hat)

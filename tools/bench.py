@@ -5,7 +5,7 @@
 For every level: bpp of the real .nvc file, PSNR-YUV, encode fps, decode fps, and the decode time
 of I- and P-frames split into entropy decoding (z stream, entropy parameters, CDF indexes, y
 substreams) and synthesis (context pyramid and g_s). Also the kMAC per pixel of each decoder path
-(counted from the layers run, `models.macs`) and the parameter counts.
+(counted from the layers run, `nvc.models.macs`) and the parameter counts.
 """
 
 from __future__ import annotations
@@ -19,43 +19,41 @@ from pathlib import Path
 
 import torch
 
-from models.registry import DEFAULT_MODEL, entry_by_name
-from models.macs import kmac_per_pixel
+from nvc.models.registry import DEFAULT_MODEL, entry_by_name
+from nvc.models.macs import kmac_per_pixel
 from nvc.codec import Reader, padded_size
 from nvc.container import FrameType
 from nvc.gop import DEFAULT_INTRA_PERIOD
-from nvc.model import Reconstruction, VideoModel, load_shipped
+from nvc.model import load_shipped
 from nvc.transcode import encode_video
 from nvc.video import sample_clip
 
 
-def decoder_kmacs(model: VideoModel) -> dict:
-    """kMAC per luma pixel of each decoder path: entropy parameters (h_s, and the temporal prior of
-    P-frames) and synthesis (g_s, and the context pyramid of P-frames)."""
-    h = w = 128
-    cfg = model.config
-    x = torch.rand(1, 6, h // 2, w // 2)
-    y = torch.rand(1, cfg.latent_channels, h // 16, w // 16)
-    z = torch.rand(1, cfg.channels, h // 64, w // 64)
-    intra, inter = model.intra, model.inter
-    out = {
-        "i_entropy_params_kmac_per_pixel": kmac_per_pixel(lambda: intra.latent_codec.h_s(z), [intra], h * w),
-        "i_synthesis_kmac_per_pixel": kmac_per_pixel(lambda: intra.g_s(y), [intra], h * w),
-    }
-    if inter is not None:
-        out["p_entropy_params_kmac_per_pixel"] = kmac_per_pixel(
-            lambda: inter.latent_codec._entropy_parameters(z, y), [inter], h * w)
-        out["p_synthesis_kmac_per_pixel"] = kmac_per_pixel(lambda: inter.g_s(y, inter.context(x)), [inter], h * w)
-    return {k: round(v, 2) for k, v in out.items()}
+def decoder_kmacs(model, height: int = 256, width: int = 256) -> dict:
+    """kMAC per luma pixel of each decoder path, counted over the layers that run: entropy
+    parameters (everything that decides the symbols) and synthesis (motion compensation and g_s)."""
+    x = torch.rand(1, 6, height // 2, width // 2)
+    out, ref, px = {}, None, height * width
+    for name, frame_model in (("i", model.intra), ("p", model.inter)):
+        if frame_model is None:
+            continue
+        streams, rec = frame_model.compress(x, ref, 0)
+        latent = frame_model.decode_latent(streams, ref, height, width)
+        out[f"{name}_entropy_params_kmac_per_pixel"] = kmac_per_pixel(
+            lambda: frame_model.decode_latent(streams, ref, height, width), frame_model.entropy_parameter_modules(), px)
+        out[f"{name}_synthesis_kmac_per_pixel"] = kmac_per_pixel(
+            lambda: frame_model.synthesize(latent, ref, 0), frame_model.synthesis_modules(), px)
+        ref = rec
+    return {k: round(v, 3) for k, v in out.items()}
 
 
-def model_stats(device: str) -> dict:
-    model, weights_hash = load_shipped(entry_by_name(DEFAULT_MODEL), device)
+def model_stats(model_name: str, device: str) -> dict:
+    model, weights_hash = load_shipped(entry_by_name(model_name), device)
     count = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0  # noqa: E731
     return {
-        "model": DEFAULT_MODEL,
+        "model": model_name,
         "weights_sha256_16": weights_hash.hex(),
-        "weights_bytes": entry_by_name(DEFAULT_MODEL).weights_path.stat().st_size,
+        "weights_bytes": entry_by_name(model_name).weights_path.stat().st_size,
         "params_total": count(model),
         "params_intra": count(model.intra),
         "params_inter": count(model.inter),
@@ -74,21 +72,14 @@ def timed_decode(path: Path, device: str) -> dict:
         ref = None
         start = time.perf_counter()
         for packet in r.packets():
-            q = torch.tensor([packet.quality])
             t0 = time.perf_counter()
+            frame_model = model.intra if packet.frame_type == FrameType.I else model.inter
             with torch.no_grad():
-                if packet.frame_type == FrameType.I:
-                    y_hat = model.intra.decode_latent(packet.streams, hp, wp)
-                    sync()
-                    t1 = time.perf_counter()
-                    x_hat = model.intra.synthesize(y_hat, q)
-                else:
-                    y_hat = model.inter.decode_latent(packet.streams, ref, hp, wp)
-                    sync()
-                    t1 = time.perf_counter()
-                    x_hat = model.inter.synthesize(y_hat, ref, q)
-                ref = Reconstruction(x_hat, y_hat)
-                x_hat.cpu()
+                latent = frame_model.decode_latent(list(packet.streams), ref, hp, wp)
+                sync()
+                t1 = time.perf_counter()
+                ref = frame_model.synthesize(latent, ref, packet.quality)
+                ref.x_hat.cpu()
             sync()
             t = times[packet.frame_type]
             t[0] += 1
@@ -107,6 +98,7 @@ def timed_decode(path: Path, device: str) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clip", default="bigbuckbunny.mp4", help="a bundled clip name, or a video path")
+    ap.add_argument("--model", default=DEFAULT_MODEL, help=f"shipped model (default {DEFAULT_MODEL})")
     ap.add_argument("--frames", type=int, default=32)
     ap.add_argument("--qualities", type=int, nargs="+", default=None)
     ap.add_argument("--intra-period", type=int, default=DEFAULT_INTRA_PERIOD)
@@ -115,13 +107,14 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
 
     clip = Path(args.clip) if Path(args.clip).exists() else sample_clip(args.clip)
-    stats = model_stats(args.device)
-    levels = args.qualities or list(range(load_shipped(entry_by_name(DEFAULT_MODEL), args.device)[0].config.quality_levels))
+    stats = model_stats(args.model, args.device)
+    levels = args.qualities or list(range(load_shipped(entry_by_name(args.model), args.device)[0].config.quality_levels))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for q in levels:
             out = Path(tmp) / f"q{q}.nvc"
-            enc = encode_video(clip, out, q, args.frames, args.device, progress=False, intra_period=args.intra_period)
+            enc = encode_video(clip, out, q, args.frames, args.device, progress=False, intra_period=args.intra_period,
+                               model=args.model)
             rows.append({"quality": q, "frames": enc.frames, "bytes": enc.bytes, "bpp": enc.bpp,
                          "psnr_yuv": enc.mean_psnr(), "psnr_y": enc.mean_psnr("y"), "encode_fps": enc.fps,
                          **timed_decode(out, args.device)})

@@ -41,6 +41,12 @@ def export(path: Path, intra: nn.Module, inter: nn.Module | None = None) -> None
     print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
+def save_v2(path: Path, model: nn.Module) -> None:
+    """Write the shipped fp16 weights file of a v2 model."""
+    save_weights(copy.deepcopy(model), path)
+    print(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
 def set_up(args) -> str:
     """Threads, seed, output folder; returns the device (CUDA when available)."""
     if args.threads:
@@ -64,14 +70,19 @@ def set_learning_rate(opt, lr: float, step: int, steps: int, decay_from: float) 
         g["lr"] = lr * (0.1 if step >= int(steps * decay_from) else 1.0)
 
 
-def update(model: nn.Module, opt, aux_opt, loss: torch.Tensor, aux_loss) -> None:
+def update(model: nn.Module, opt, aux_opt, loss: torch.Tensor, aux_loss, sync=None) -> None:
+    """One optimiser step; `sync(model)`, when given, combines gradients across processes."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    if sync is not None:
+        sync(model)
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     aux = aux_loss()
     aux_opt.zero_grad(set_to_none=True)
     aux.backward()
+    if sync is not None:
+        sync(model)
     aux_opt.step()
 
 
@@ -82,14 +93,16 @@ class Checkpoints:
         self.path, self.log = out / "checkpoint.pt", out / "log.tsv"
         self.start = time.time()
 
-    def resume(self, model: nn.Module, opt, aux_opt, device: str) -> int:
-        """Load the last checkpoint if there is one; returns its step (0 without)."""
+    def resume(self, model: nn.Module, opt, aux_opt, device: str, skip_optimizer: bool = False) -> int:
+        """Load the last checkpoint if there is one; returns its step (0 without). `skip_optimizer`:
+        the model only (a new phase that trains other parameters)."""
         if not self.path.exists():
             return 0
         ckpt = torch.load(self.path, map_location=device, weights_only=True)
         model.load_state_dict(ckpt["model"], strict=False)
-        opt.load_state_dict(ckpt["opt"])
-        aux_opt.load_state_dict(ckpt["aux_opt"])
+        if not skip_optimizer:
+            opt.load_state_dict(ckpt["opt"])
+            aux_opt.load_state_dict(ckpt["aux_opt"])
         print(f"resumed from {self.path} at step {ckpt['step']}")
         return ckpt["step"]
 

@@ -1,0 +1,121 @@
+"""Frame decoding with the PyAV contract, serial or pipelined over two cores.
+
+    decoder = FrameDecoder(model, header, pipelined=True)
+    for packet in packets:
+        for result in decoder.decode(packet):   # may hold a frame back
+            ...
+    for result in decoder.flush():              # the frames still held
+        ...
+
+A frame's decoding has two halves that need different inputs (DESIGN, "Data flow"): entropy
+decoding (`decode_latent`: streams, the previous frame's *latent*, never pixels) and synthesis
+(`synthesize`: the latent and the previous frame's pixels). Pipelined, the entropy decoding of
+frame t+1 runs on a worker thread while the caller's thread synthesises frame t; the native coder
+and torch release the GIL, so the two run on two cores. Each half keeps its own reference (the
+worker the previous latent, the caller the previous reconstruction), both in decoding order, so the
+pipelined decoder yields exactly the frames of the serial one (tested), errors included: a damaged
+packet yields an error result and breaks both reference chains until the next I-frame.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+
+from nvc.container import DamagedPacket, FramePacket, FrameType
+from nvc.errors import NvcError
+from nvc.model import DecodedLatent, Reconstruction
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    """One packet's outcome: its reconstruction, or the error that stopped it."""
+
+    index: int
+    reconstruction: Reconstruction | None
+    error: NvcError | None = None
+
+
+class FrameDecoder:
+    """Packets in decoding order -> `DecodedFrame`s in the same order (see the module docstring)."""
+
+    def __init__(self, model, height: int, width: int, pipelined: bool = False):
+        self.model = model
+        self.height, self.width = height, width  # the padded (coded) luma size
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="nvc-entropy") if pipelined else None
+        self._latent_ref: tuple[int, torch.Tensor] | None = None  # entropy side: (index, y_hat)
+        self._pixel_ref: tuple[int, Reconstruction] | None = None  # synthesis side
+        self._pending: Future | None = None
+
+    def _frame_model(self, kind: FrameType):
+        return self.model.intra if kind == FrameType.I else self.model.inter
+
+    def _entropy(self, packet: FramePacket | DamagedPacket) -> tuple[FramePacket, DecodedLatent]:
+        """Entropy decoding of one packet against the previous latent (worker thread when pipelined)."""
+        try:
+            if isinstance(packet, DamagedPacket):
+                raise NvcError(str(packet))
+            index = packet.frame_index
+            ref = None
+            if packet.frame_type == FrameType.P:
+                if self.model.inter is None:
+                    raise NvcError(f"frame {index} is a P-frame, but this model codes I-frames only")
+                if self._latent_ref is None or self._latent_ref[0] != index - 1:
+                    raise NvcError(f"frame {index} is a P-frame and its reference, frame {index - 1}, was not decoded")
+                ref = Reconstruction(None, self._latent_ref[1])
+            if not 0 <= packet.quality < self.model.config.quality_levels:
+                raise NvcError(f"invalid quality {packet.quality} in frame {index}")
+            try:
+                latent = self._frame_model(packet.frame_type).decode_latent(list(packet.streams), ref, self.height,
+                                                                            self.width)
+            except NvcError as e:  # a stream the model found malformed
+                raise NvcError(f"{e} in frame {index}") from None
+            except (ValueError, RuntimeError, IndexError) as e:
+                raise NvcError(f"corrupt latent data in frame {index}: {e}") from None
+        except NvcError:
+            self._latent_ref = None
+            raise
+        self._latent_ref = (index, latent.y_hat)
+        return packet, latent
+
+    def _synthesis(self, entropy: Future | tuple, index: int) -> list[DecodedFrame]:
+        try:
+            packet, latent = entropy.result() if isinstance(entropy, Future) else entropy
+        except NvcError as e:
+            self._pixel_ref = None
+            return [DecodedFrame(index, None, e)]
+        ref = None
+        if packet.frame_type == FrameType.P:
+            if self._pixel_ref is None or self._pixel_ref[0] != index - 1:  # cannot happen: the latent chain held
+                raise RuntimeError(f"frame {index}: synthesis reference out of step with entropy decoding")
+            ref = self._pixel_ref[1]
+        rec = self._frame_model(packet.frame_type).synthesize(latent, ref, packet.quality)
+        self._pixel_ref = (index, rec)
+        return [DecodedFrame(index, rec)]
+
+    def decode(self, packet: FramePacket | DamagedPacket) -> list[DecodedFrame]:
+        """Start decoding `packet`; returns the frames finished meanwhile (pipelined: the previous one)."""
+        if self._pool is None:
+            try:
+                entropy = self._entropy(packet)
+            except NvcError as e:
+                self._pixel_ref = None
+                return [DecodedFrame(packet.frame_index, None, e)]
+            return self._synthesis(entropy, packet.frame_index)
+        started = (self._pool.submit(self._entropy, packet), packet.frame_index)  # queued after the previous one
+        out = self.flush()  # synthesis of the previous frame, while the worker decodes this packet
+        self._pending = started
+        return out
+
+    def flush(self) -> list[DecodedFrame]:
+        """The frame still held back, if any."""
+        if self._pending is None:
+            return []
+        (future, index), self._pending = self._pending, None
+        return self._synthesis(future, index)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,215 @@
+"""The v2 frame models ("lean-mc", model id 3): lean int8-friendly transforms (`nvc.models.lean`),
+block motion (`nvc.models.motion`, `nvc.entropy.motion`) and the multi-step latent codec
+(`nvc.entropy.multistep`).
+
+Both frame models answer the one frame-codec contract of `nvc.model` (`compress(x, ref, quality)`,
+`decode_latent(streams, ref, height, width)`, `synthesize(latent, ref, quality)`,
+`decompress(...)`); the I-frame model ignores `ref`. `decode_latent` reads only `ref.y_hat`.
+
+Synthesis runs on one CPU thread, in the encoder and the decoder alike: float results depend on
+how a reduction is split over threads, and one thread is what the real-time decoder gives it
+anyway (the other core decodes symbols), so decoded pixels do not depend on the caller's thread
+count. Across machines they may still differ by an 8-bit step (int8 synthesis removes that).
+
+    I:  x -g_a-> y -[hyper + 4-step context]-> y_hat -g_s-> x_hat
+    P:  mv = block matching(x, x_ref)  ->  pred = warp(x_ref, mv)
+        x, pred -g_a-> y -[hyper + warped y_ref prior + 2-step context]-> y_hat -g_s(pred)-> x_hat
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from nvc.container import Stream, StreamKind
+from nvc.entropy.hyperprior import single_threaded
+from nvc.entropy.motion import MotionCoder
+from nvc.entropy.multistep import MultiStepLatentCodec
+from nvc.errors import NvcError
+from nvc.model import DecodedLatent, ModelOutput, Reconstruction, to_8bit
+from nvc.models.lean import Analysis, LeanConfig, QualityGain, Synthesis
+from nvc.models.motion import MotionCompensation, estimate_motion, warp_latent
+
+
+def luma(x: torch.Tensor) -> torch.Tensor:
+    """Packed YUV420 (B, 6, H/2, W/2) -> luma plane (B, 1, H, W)."""
+    return F.pixel_shuffle(x[:, :4], 2)
+
+
+def latent_streams(z: bytes, steps: list[list[bytes]]) -> list[Stream]:
+    return [Stream(StreamKind.HYPER, 0, 0, z)] + [Stream(StreamKind.LATENT, s, k, data)
+                                                 for s, parts in enumerate(steps) for k, data in enumerate(parts)]
+
+
+def split_streams(streams: list[Stream]) -> tuple[bytes, list[list[bytes]], bytes | None]:
+    """(hyper stream, latent substreams by step, motion stream or None) of a packet."""
+    z = [s.data for s in streams if s.kind == StreamKind.HYPER]
+    motion = [s.data for s in streams if s.kind == StreamKind.MOTION]
+    latent = [s for s in streams if s.kind == StreamKind.LATENT]
+    if len(z) != 1 or len(motion) > 1:
+        raise NvcError("malformed packet: wrong number of hyper or motion streams")
+    steps = 1 + max((s.step for s in latent), default=-1)
+    parts: list[list[bytes]] = [[] for _ in range(steps)]
+    for s in sorted(latent, key=lambda s: (s.step, s.part)):
+        if s.part != len(parts[s.step]):
+            raise NvcError("malformed packet: latent substreams out of order")
+        parts[s.step].append(s.data)
+    return z[0], parts, motion[0] if motion else None
+
+
+class _LeanFrameModel(nn.Module):
+    def __init__(self, cfg: LeanConfig, in_channels: int, conditional: bool, steps: int):
+        super().__init__()
+        self.config = cfg
+        self.g_a = Analysis(cfg, in_channels)
+        self.g_s = Synthesis(cfg, conditional)
+        self.gain = QualityGain(cfg.quality_levels, cfg.latent_channels)
+        self.latent_codec = MultiStepLatentCodec(cfg, steps, temporal=conditional)
+
+    def _latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        return self.config.latent_channels, height // 16, width // 16
+
+    def _device(self) -> torch.device:
+        return self.gain.enc_gain.device
+
+
+class LeanIntra(_LeanFrameModel):
+    def __init__(self, cfg: LeanConfig):
+        super().__init__(cfg, 6, False, cfg.intra_steps)
+
+    def entropy_parameter_modules(self) -> list[nn.Module]:
+        lc = self.latent_codec
+        return [lc.h_s, lc.base, lc.context]
+
+    def synthesis_modules(self) -> list[nn.Module]:
+        return [self.g_s]
+
+    def forward(self, x: torch.Tensor, quality: torch.Tensor) -> ModelOutput:
+        y = self.gain.scale(self.g_a(x), quality)
+        out = self.latent_codec(y)
+        x_hat = self.g_s(self.gain.unscale(out.y_hat, quality))
+        return ModelOutput(x_hat, out.y_hat, out.y_likelihoods, out.z_likelihoods)
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor, ref: Reconstruction | None, quality: int, steps: int | None = None,
+                 stats: dict | None = None) -> tuple[list[Stream], Reconstruction]:
+        """`steps` overrides the decoding schedule (1: no context); `stats` receives symbol counts."""
+        q = torch.tensor([quality], device=x.device)
+        z, parts, y_hat = self.latent_codec.compress(self.gain.scale(self.g_a(x), q), steps=steps, stats=stats)
+        return latent_streams(z, parts), self.synthesize(DecodedLatent(y_hat), ref, quality)
+
+    @torch.no_grad()
+    def decode_latent(self, streams: list[Stream], ref: Reconstruction | None, height: int, width: int) -> DecodedLatent:
+        z, parts, motion = split_streams(streams)
+        if motion is not None:
+            raise NvcError("malformed packet: an I-frame with a motion stream")
+        y_hat = self.latent_codec.decompress(z, parts, self._latent_shape(height, width))
+        return DecodedLatent(y_hat.to(self._device()))
+
+    @torch.no_grad()
+    def synthesize(self, latent: DecodedLatent, ref: Reconstruction | None, quality: int) -> Reconstruction:
+        q = torch.tensor([quality], device=latent.y_hat.device)
+        with single_threaded():  # the same pixels whatever the caller's thread count (see module docstring)
+            x_hat = to_8bit(self.g_s(self.gain.unscale(latent.y_hat, q)))
+        return Reconstruction(x_hat, latent.y_hat)
+
+    def decompress(self, streams, ref, height: int, width: int, quality: int) -> Reconstruction:
+        return self.synthesize(self.decode_latent(streams, ref, height, width), ref, quality)
+
+
+class LeanInter(_LeanFrameModel):
+    def __init__(self, cfg: LeanConfig):
+        super().__init__(cfg, 12, True, cfg.inter_steps)
+        self.motion_compensation = MotionCompensation()
+        self.motion_coder = MotionCoder()
+
+    def entropy_parameter_modules(self) -> list[nn.Module]:
+        lc = self.latent_codec
+        return [lc.h_s, lc.temporal, lc.base, lc.context]
+
+    @torch.no_grad()
+    def init_from(self, intra: LeanIntra) -> None:
+        """Become a copy of the I-frame model that ignores the prediction: its weights where the
+        shapes match, zeros on the prediction and temporal inputs, and an output layer that
+        subtracts the prediction it is added to. Training then learns to use the prediction."""
+
+        def copy_into(dst: nn.Conv2d, src: nn.Conv2d) -> None:
+            dst.weight.zero_()
+            dst.weight[:, : src.in_channels] = src.weight
+            dst.bias.copy_(src.bias)
+
+        for dst, src in zip(self.g_a.net, intra.g_a.net):
+            if isinstance(dst, nn.Conv2d):
+                copy_into(dst, src)
+        g, gi = self.g_s, intra.g_s
+        g.up16.load_state_dict(gi.up16.state_dict())
+        g.up8.load_state_dict(gi.up8.state_dict())
+        g.up4.load_state_dict(gi.up4.state_dict())
+        copy_into(g.mix4[0], gi.mix4[0])
+        copy_into(g.out, gi.out)
+        for c in range(6):  # x_hat = pred + out(...): start with out = intra output - pred
+            g.out.weight[c, gi.out.in_channels + c, 1, 1] = -1.0
+        self.gain.load_state_dict(intra.gain.state_dict())
+        lc, lci = self.latent_codec, intra.latent_codec
+        for name in ("h_a", "h_s", "z_codec"):
+            getattr(lc, name).load_state_dict(getattr(lci, name).state_dict())
+        copy_into(lc.base[0], lci.base[0])
+        lc.base[2].load_state_dict(lci.base[2].state_dict())
+
+    def synthesis_modules(self) -> list[nn.Module]:
+        return [self.motion_compensation, self.g_s]
+
+    def forward(self, x: torch.Tensor, ref_x: torch.Tensor, ref_y: torch.Tensor, quality: torch.Tensor,
+                mv: torch.Tensor | None = None) -> ModelOutput:
+        if mv is None:  # training: one smoothing pass is enough and keeps steps fast
+            mv = estimate_motion(luma(x), luma(ref_x.detach()), passes=1)
+        pred = self.motion_compensation(ref_x, mv)
+        y = self.gain.scale(self.g_a(torch.cat([x, pred], dim=1)), quality)
+        out = self.latent_codec(y, (warp_latent(ref_y, mv), mv))
+        x_hat = self.g_s(self.gain.unscale(out.y_hat, quality), pred)
+        return ModelOutput(x_hat, out.y_hat, out.y_likelihoods, out.z_likelihoods)
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor, ref: Reconstruction, quality: int, steps: int | None = None,
+                 stats: dict | None = None) -> tuple[list[Stream], Reconstruction]:
+        q = torch.tensor([quality], device=x.device)
+        mv = estimate_motion(luma(x), luma(ref.x_hat))
+        motion = self.motion_coder.encode(mv)
+        pred = self.motion_compensation(ref.x_hat, mv)
+        y = self.gain.scale(self.g_a(torch.cat([x, pred], dim=1)), q)
+        z, parts, y_hat = self.latent_codec.compress(y, (warp_latent(ref.y_hat, mv), mv), steps=steps, stats=stats)
+        streams = [Stream(StreamKind.MOTION, 0, 0, motion)] + latent_streams(z, parts)
+        return streams, self.synthesize(DecodedLatent(y_hat, mv), ref, quality)
+
+    @torch.no_grad()
+    def decode_latent(self, streams: list[Stream], ref: Reconstruction, height: int, width: int) -> DecodedLatent:
+        """Entropy decoding: needs the reference's latent and the decoded motion, never pixels."""
+        z, parts, motion = split_streams(streams)
+        if motion is None:
+            raise NvcError("malformed packet: a P-frame without a motion stream")
+        mv = self.motion_coder.decode(motion, (height // 16, width // 16)).to(ref.y_hat.device)
+        y_hat = self.latent_codec.decompress(z, parts, self._latent_shape(height, width),
+                                             (warp_latent(ref.y_hat, mv), mv))
+        return DecodedLatent(y_hat, mv)
+
+    @torch.no_grad()
+    def synthesize(self, latent: DecodedLatent, ref: Reconstruction, quality: int) -> Reconstruction:
+        q = torch.tensor([quality], device=latent.y_hat.device)
+        with single_threaded():
+            pred = self.motion_compensation(ref.x_hat, latent.mv)
+            x_hat = to_8bit(self.g_s(self.gain.unscale(latent.y_hat, q), pred))
+        return Reconstruction(x_hat, latent.y_hat)
+
+    def decompress(self, streams, ref, height: int, width: int, quality: int) -> Reconstruction:
+        return self.synthesize(self.decode_latent(streams, ref, height, width), ref, quality)
+
+
+class LeanVideoModel(nn.Module):
+    """One shipped set of v2 weights: the I-frame and the P-frame model."""
+
+    def __init__(self, config: LeanConfig):
+        super().__init__()
+        self.config = config
+        self.intra = LeanIntra(config)
+        self.inter = LeanInter(config)

@@ -1,0 +1,47 @@
+"""The pipelined decoder yields exactly the frames (and errors) of the serial one."""
+
+import io
+
+import numpy as np
+import torch
+
+import nvc
+from nvc.codec import padded_size, tensor_to_frame
+from nvc.container import StreamHeader, read_packets
+from nvc.model import load_shipped
+from nvc.models.registry import entry_by_name
+from nvc.deploy.pipeline import FrameDecoder
+from nvc.video import read_frames
+
+
+def decode_all(data: bytes, pipelined: bool):
+    f = io.BytesIO(data)
+    header = StreamHeader.read(f)
+    model, _ = load_shipped(entry_by_name("lean-mc-yuv420-v2"))
+    decoder = FrameDecoder(model, padded_size(header.height), padded_size(header.width), pipelined=pipelined)
+    out = []
+    try:
+        for packet in read_packets(f, header, skip_damaged=True):
+            out += decoder.decode(packet)
+        out += decoder.flush()
+    finally:
+        decoder.close()
+    return out
+
+
+def test_pipelined_equals_serial_with_a_damaged_packet(tmp_path, carphone):
+    frames = read_frames(carphone, 6)
+    path = tmp_path / "p.nvc"
+    with nvc.open(path, "w", width=176, height=144, fps=25, quality=3, model="lean-mc-yuv420-v2",
+                  intra_period=3) as enc:
+        encoded = [enc.encode(f) for f in frames]
+    data = bytearray(path.read_bytes())
+    data[-30] ^= 0x55  # inside the last packet (frame 5, a P-frame): CRC mismatch
+    serial, pipelined = decode_all(bytes(data), False), decode_all(bytes(data), True)
+    assert [r.index for r in serial] == [r.index for r in pipelined] == list(range(6))
+    assert serial[5].error is not None and str(serial[5].error) == str(pipelined[5].error)
+    for s, p, e in zip(serial[:5], pipelined[:5], encoded[:5]):
+        assert s.error is None and p.error is None
+        assert torch.equal(s.reconstruction.x_hat, p.reconstruction.x_hat)
+        decoded = tensor_to_frame(p.reconstruction.x_hat, 144, 176)
+        assert all(np.array_equal(a, b) for a, b in zip(decoded.planes(), e.reconstruction.planes()))

