@@ -19,12 +19,12 @@ from typing import BinaryIO, Iterator
 import numpy as np
 import torch
 
-from models.config import DEFAULT_QUALITY
-from models.registry import DEFAULT_MODEL, MODEL_TABLE, entry_by_name
-from models.transforms import PAD_MULTIPLE, pack_yuv420, unpack_yuv420
+from nvc.models.config import DEFAULT_QUALITY
+from nvc.models.registry import DEFAULT_MODEL, MODEL_TABLE, entry_by_name
+from nvc.models.transforms import PAD_MULTIPLE, pack_yuv420, unpack_yuv420
 from nvc.atomic import AtomicPath
-from nvc.container import (END_OF_STREAM, ColorSpace, DamagedPacket, FramePacket, FrameType, StreamHeader,
-                           read_packets)
+from nvc.container import (END_OF_STREAM, ChromaLocation, ColorRange, ColorSpace, DamagedPacket, FramePacket,
+                           FrameType, StreamHeader, read_packets)
 from nvc.errors import NvcError
 from nvc.frames import YUVFrame, chroma_size
 from nvc.gop import DEFAULT_INTRA_PERIOD, ReferenceBuffer, check_intra_period, frame_type, next_intra
@@ -80,7 +80,11 @@ class Encoder:
 
     def __init__(self, output: str | os.PathLike | BinaryIO, width: int, height: int, fps=Fraction(25),
                  quality: int = DEFAULT_QUALITY, model: str = DEFAULT_MODEL, device: str = "cpu",
-                 colorspace: str = "unknown", intra_period: int = DEFAULT_INTRA_PERIOD):
+                 colorspace: str = "unknown", intra_period: int = DEFAULT_INTRA_PERIOD, color_range: str = "unknown",
+                 chroma_location: str = "unknown", sar: Fraction | tuple[int, int] | None = None):
+        """`colorspace` (bt709, bt601), `color_range` (tv, pc), `chroma_location` (left, center) and
+        `sar` (sample aspect ratio) describe the source; they go into the header, "unknown" or None
+        when not known."""
         if width <= 0 or height <= 0:
             raise NvcError(f"invalid frame size {width}x{height}")
         check_intra_period(intra_period)
@@ -96,20 +100,36 @@ class Encoder:
         fps = Fraction(fps).limit_denominator(1 << 30)
         self.header = StreamHeader(entry.id, weights_hash, width, height, fps.numerator, fps.denominator,
                                    ColorSpace.from_name(colorspace), 0, intra_period, quality,
-                                   self.model.config.substreams)
+                                   _enum_by_name(ColorRange, color_range), _enum_by_name(ChromaLocation, chroma_location),
+                                   header_sar(sar))
         self._references = ReferenceBuffer()
-        self._atomic = None
-        if output == "-":
-            self._file = sys.stdout.buffer
-        elif isinstance(output, (str, os.PathLike)):
-            self._atomic = AtomicPath(output)
-            self._file = builtins.open(self._atomic.temp, "wb")
-        else:
-            self._file = output
-        self._file.write(self.header.to_bytes())
         self.frames_written = 0
-        self.bytes_written = len(self.header.to_bytes())
+        self.bytes_written = 0
         self._closed = False
+        self._atomic = None
+        self._file = self._open(output)
+        try:
+            self._file.write(self.header.to_bytes())
+        except BaseException:
+            self.abort()
+            raise
+        self.bytes_written = len(self.header.to_bytes())
+
+    def _open(self, output) -> BinaryIO:
+        """stdout for "-", a path through `AtomicPath` (a temporary name until flush), or a file object."""
+        if output == "-":
+            return sys.stdout.buffer
+        if not isinstance(output, (str, os.PathLike)):
+            return output
+        self._atomic = AtomicPath(output)
+        try:
+            return builtins.open(self._atomic.path, "wb")
+        except OSError as e:
+            self._atomic.discard()
+            raise NvcError(f"cannot write {output}: {e.strerror}") from None
+        except BaseException:
+            self._atomic.discard()
+            raise
 
     def encode(self, frame: YUVFrame) -> EncodedFrame:
         h = self.header
@@ -118,12 +138,10 @@ class Encoder:
         index = self.frames_written
         kind = frame_type(index, h.intra_period)
         x = frame_to_tensor(frame, self.device)
-        if kind == FrameType.I:
-            streams, rec = self.model.intra.compress(x, h.quality)
-        else:
-            streams, rec = self.model.inter.compress(x, self._references.reference_for(index), h.quality)
+        ref = None if kind == FrameType.I else self._references.reference_for(index)
+        streams, rec = frame_model(self.model, kind).compress(x, ref, h.quality)
         self._references.put(index, rec)
-        packet = FramePacket(kind, h.quality, index, streams).to_bytes()
+        packet = FramePacket(kind, h.quality, index, tuple(streams)).to_bytes()
         self._file.write(packet)
         self.frames_written += 1
         self.bytes_written += len(packet)
@@ -167,6 +185,40 @@ class Encoder:
             self.abort()
 
 
+MAX_SIDE = 16384  # pixels: larger headers are refused before any allocation
+MAX_PIXELS = 8192 * 8192
+
+
+def check_frame_size(header: StreamHeader) -> None:
+    w, h = header.width, header.height
+    if w > MAX_SIDE or h > MAX_SIDE or w * h > MAX_PIXELS:
+        raise NvcError(f"frame size {w}x{h} in the header is beyond what nvc decodes "
+                       f"(at most {MAX_SIDE} a side, {MAX_PIXELS} pixels)")
+
+
+def _enum_by_name(enum, name: str | None):
+    """A header enum member from its lower-case name; unknown for None or a name it does not have."""
+    return enum.__members__.get((name or "unknown").upper(), enum(0))
+
+
+def header_sar(sar: Fraction | tuple[int, int] | None) -> tuple[int, int]:
+    """A sample aspect ratio as the header's u16 pair; (0, 0) when unknown or not representable."""
+    if sar is None:
+        return 0, 0
+    num, den = sar if isinstance(sar, tuple) else (Fraction(sar).numerator, Fraction(sar).denominator)
+    if num <= 0 or den <= 0:
+        return 0, 0
+    value = Fraction(num, den)
+    if value.numerator > 0xFFFF or value.denominator > 0xFFFF:
+        value = value.limit_denominator(0xFFFF)
+    return (value.numerator, value.denominator) if 0 < value.numerator <= 0xFFFF else (0, 0)
+
+
+def frame_model(model, kind: FrameType):
+    """The model that codes frames of this type (the one frame-codec contract, `nvc.model`)."""
+    return model.intra if kind == FrameType.I else model.inter
+
+
 def _model_entry(name: str):
     try:
         return entry_by_name(name)
@@ -200,11 +252,15 @@ class Reader:
                 raise NvcError(f"input not found: {source}")
             if os.path.isdir(source):
                 raise NvcError(f"input is a folder, not an .nvc file: {source}")
-            self._file, self._owns = builtins.open(source, "rb"), True
+            try:
+                self._file, self._owns = builtins.open(source, "rb"), True
+            except OSError as e:
+                raise NvcError(f"cannot read {source}: {e.strerror}") from None
         else:
             self._file, self._owns = source, False
         try:
             self.header = StreamHeader.read(self._file)
+            check_frame_size(self.header)
         except NvcError:
             self.close()
             raise
@@ -230,7 +286,7 @@ class Reader:
         if weights_hash != h.weights_hash:
             raise NvcError(f"weights hash differs: encoded with {entry.name} weights {h.weights_hash.hex()[:16]}, "
                            f"this nvc has {weights_hash.hex()[:16]}")
-        if h.substreams != model.config.substreams:
+        if h.version == 1 and h.substreams != model.config.substreams:
             raise NvcError(f"file has {h.substreams} substreams per frame, {entry.name} uses {model.config.substreams}")
         return model
 
@@ -238,13 +294,18 @@ class Reader:
         """The packets, not decoded (what `nvc info` lists); a damaged one raises NvcError."""
         return read_packets(self._file, self.header)
 
-    def __iter__(self) -> Iterator:
+    def load(self) -> None:
+        """Load the model now (otherwise the first frame does): what a caller times apart from decoding."""
         if self._model is None:
             self._model = self.load_model()
+
+    def __iter__(self) -> Iterator:
+        self.load()
         h = self.header
         references = ReferenceBuffer()
-        last, losing = None, False  # the last frame output; whether the current GOP is lost
-        for packet in read_packets(self._file, h, skip_damaged=True):
+        last, losing, count = None, False, 0  # the last frame output; whether the current GOP is lost
+        packets = read_packets(self._file, h, skip_damaged=True)
+        while (packet := self._next_packet(packets, count)) is not None:
             try:
                 frame = self._decode(packet, references)
                 losing = False
@@ -258,7 +319,32 @@ class Reader:
                 losing = True
                 frame = last if last is not None else YUVFrame.gray(h.width, h.height)
             last = frame
-            yield frame.to_rgb() if self.format == "rgb" else frame
+            count += 1
+            yield self._output(frame)
+
+    def _next_packet(self, packets: Iterator, count: int) -> FramePacket | DamagedPacket | None:
+        """The next packet, None after the last. Where the file is cut or its end mark is damaged,
+        the frames before are good: with conceal they are kept (warned once) and decoding ends
+        there; without it the error says so."""
+        try:
+            return next(packets)
+        except StopIteration:
+            return None
+        except NvcError as e:
+            if not count:  # nothing to keep
+                raise
+            before = "the frame before it is" if count == 1 else f"the {count} frames before it are"
+            if not self.conceal:
+                raise NvcError(f"{e}; {before} good, --conceal keeps them") from None
+            if self.on_damage is not None:
+                self.on_damage(f"{e}; {before} kept")
+            return None
+
+    def _output(self, frame: YUVFrame):
+        if self.format == "yuv":
+            return frame
+        h = self.header
+        return frame.to_rgb(h.colorspace.name.lower(), h.color_range.name.lower())
 
     def _lost_frames(self, index: int) -> str:
         """What a decoding error at frame `index` costs: the rest of its GOP."""
@@ -280,14 +366,14 @@ class Reader:
         if not 0 <= packet.quality < model.config.quality_levels:
             raise NvcError(f"invalid quality {packet.quality} in frame {index}")
         hp, wp = padded_size(h.height), padded_size(h.width)
+        if packet.frame_type == FrameType.P and model.inter is None:
+            raise NvcError(f"frame {index} is a P-frame, but model {self.model_name} codes I-frames only")
+        ref = None if packet.frame_type == FrameType.I else references.reference_for(index)
         try:
-            if packet.frame_type == FrameType.I:
-                rec = model.intra.decompress(packet.streams, hp, wp, packet.quality)
-            elif model.inter is None:
-                raise NvcError(f"frame {index} is a P-frame, but model {self.model_name} codes I-frames only")
-            else:
-                rec = model.inter.decompress(packet.streams, references.reference_for(index), hp, wp, packet.quality)
-        except (ValueError, RuntimeError) as e:
+            rec = frame_model(model, packet.frame_type).decompress(list(packet.streams), ref, hp, wp, packet.quality)
+        except NvcError as e:  # a stream the model found malformed
+            raise NvcError(f"{e} in frame {index}") from None
+        except (ValueError, RuntimeError, IndexError) as e:
             raise NvcError(f"corrupt latent data in frame {index}: {e}") from None
         references.put(index, rec)
         return tensor_to_frame(rec.x_hat, h.height, h.width)

@@ -1,4 +1,4 @@
-"""Decoded pictures: 8-bit YUV420 planes, and BT.709 conversion to RGB."""
+"""Decoded pictures: 8-bit YUV420 planes, and their conversion to RGB (BT.601 or BT.709)."""
 
 from __future__ import annotations
 
@@ -59,19 +59,30 @@ class YUVFrame:
         ch, cw = chroma_size(height, width)
         return width * height + 2 * ch * cw
 
-    def to_rgb(self) -> np.ndarray:
-        """H x W x 3 uint8, BT.709 limited range, chroma upsampled by repetition."""
-        return yuv420_to_rgb(self.y, self.u, self.v)
+    def to_rgb(self, matrix: str = "bt709", color_range: str = "tv") -> np.ndarray:
+        """H x W x 3 uint8 RGB; `matrix` bt709 or bt601 (unknown: bt709), `color_range` tv (limited,
+        also for unknown) or pc (full); chroma upsampled by repetition."""
+        return yuv420_to_rgb(self.y, self.u, self.v, matrix, color_range)
 
 
-def yuv420_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+# Luma weights (Kr, Kb) of the YCbCr matrices (ITU-R BT.601 and BT.709).
+_MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
+
+
+def yuv420_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: str = "bt709",
+                  color_range: str = "tv") -> np.ndarray:
+    kr, kb = _MATRICES.get(matrix, _MATRICES["bt709"])
+    kg = 1.0 - kr - kb
     h, w = y.shape
     up = lambda c: np.repeat(np.repeat(c, 2, 0), 2, 1)[:h, :w].astype(np.float32) - 128.0  # noqa: E731
-    yy = (y.astype(np.float32) - 16.0) * (255.0 / 219.0)
-    cb, cr = up(u) * (255.0 / 224.0), up(v) * (255.0 / 224.0)
-    r = yy + 1.5748 * cr
-    g = yy - 0.1873 * cb - 0.4681 * cr
-    b = yy + 1.8556 * cb
+    if color_range == "pc":
+        yy, cb, cr = y.astype(np.float32), up(u), up(v)
+    else:
+        yy = (y.astype(np.float32) - 16.0) * (255.0 / 219.0)
+        cb, cr = up(u) * (255.0 / 224.0), up(v) * (255.0 / 224.0)
+    r = yy + 2 * (1 - kr) * cr
+    g = yy - (2 * kb * (1 - kb) / kg) * cb - (2 * kr * (1 - kr) / kg) * cr
+    b = yy + 2 * (1 - kb) * cb
     return np.clip(np.stack([r, g, b], -1) + 0.5, 0, 255).astype(np.uint8)
 
 

@@ -1,11 +1,13 @@
 """Bad input: a one-line error, a non-zero exit, and no output left behind."""
 
+import io
 import struct
 import zlib
 
 import pytest
 
 from nvc.cli import main
+from nvc.container import StreamHeader
 
 
 def run(capsys, *argv):
@@ -58,7 +60,7 @@ def test_unwritable_output(tmp_path, capsys, carphone):
 
 def test_bad_quality(tmp_path, capsys, carphone):
     code, msg = run(capsys, "encode", str(carphone), "-o", str(tmp_path / "o.nvc"), "--quality", "9")
-    assert code == 1 and msg == "nvc: error: --quality must be 0..5, got 9"
+    assert code == 1 and msg == "nvc: error: --quality must be 0..5 for tcm-yuv420-v1, got 9"
     assert_clean(tmp_path)
 
 
@@ -72,14 +74,27 @@ def decode_error(tmp_path, capsys, data: bytes, name="bad.nvc"):
     return msg
 
 
+def header_size(data: bytes) -> int:
+    """Bytes of the file header (its CRC the last 4)."""
+    return len(StreamHeader.read(io.BytesIO(data)).to_bytes())
+
+
+def reseal(data: bytearray, n: int) -> bytes:
+    """The file with its header CRC (header of n bytes) made right again."""
+    data[n - 4 : n] = struct.pack(">I", zlib.crc32(bytes(data[: n - 4])))
+    return bytes(data)
+
+
 def test_truncated_nvc(tmp_path, capsys, small_nvc):
     data = small_nvc.read_bytes()
-    assert decode_error(tmp_path, capsys, data[: len(data) - 100]) == "nvc: error: truncated packet in frame 2"
+    assert decode_error(tmp_path, capsys, data[: len(data) - 100]) == (
+        "nvc: error: truncated packet in frame 2; the 2 frames before it are good, --conceal keeps them")
 
 
 def test_flipped_byte_names_the_frame(tmp_path, capsys, small_nvc):
     data = bytearray(small_nvc.read_bytes())
-    second = 54 + 4 + struct.unpack(">I", data[54:58])[0]  # start of frame 1's packet
+    n = header_size(data)
+    second = n + 4 + struct.unpack(">I", data[n : n + 4])[0]  # start of frame 1's packet
     data[second + 40] ^= 0x01
     assert decode_error(tmp_path, capsys, bytes(data)) == (
         "nvc: error: CRC mismatch in frame 1; frames 1-2 cannot be decoded (no later I-frame)")
@@ -92,23 +107,23 @@ def test_wrong_magic(tmp_path, capsys, small_nvc):
 
 def test_future_version(tmp_path, capsys, small_nvc):
     data = small_nvc.read_bytes()
-    msg = decode_error(tmp_path, capsys, data[:4] + bytes([2]) + data[5:])
-    assert msg == "nvc: error: unsupported .nvc format version 2 (this nvc reads version 1)"
+    msg = decode_error(tmp_path, capsys, data[:4] + bytes([3]) + data[5:])
+    assert msg == "nvc: error: unsupported .nvc format version 3 (this nvc reads versions 1 and 2)"
 
 
 def test_other_weights(tmp_path, capsys, small_nvc):
     data = bytearray(small_nvc.read_bytes())
+    n = header_size(data)
     data[7:23] = bytes(16)  # weights hash field
-    data[50:54] = struct.pack(">I", zlib.crc32(bytes(data[:50])))
-    msg = decode_error(tmp_path, capsys, bytes(data))
+    msg = decode_error(tmp_path, capsys, reseal(data, n))
     assert msg.startswith("nvc: error: weights hash differs: encoded with tcm-yuv420-v1 weights 0000000000000000")
 
 
 def test_unknown_model_id(tmp_path, capsys, small_nvc):
     data = bytearray(small_nvc.read_bytes())
+    n = header_size(data)
     data[5:7] = struct.pack(">H", 999)
-    data[50:54] = struct.pack(">I", zlib.crc32(bytes(data[:50])))
-    assert "needs model id 999" in decode_error(tmp_path, capsys, bytes(data))
+    assert "needs model id 999" in decode_error(tmp_path, capsys, reseal(data, n))
 
 
 def test_decode_to_unwritable_output(tmp_path, capsys, small_nvc):
