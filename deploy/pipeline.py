@@ -44,7 +44,13 @@ class FrameDecoder:
     def __init__(self, model, height: int, width: int, pipelined: bool = False):
         self.model = model
         self.height, self.width = height, width  # the padded (coded) luma size
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="nvc-entropy") if pipelined else None
+        self._pool = None
+        if pipelined:
+            # One intra-op thread for each of the two decoding threads, set once: the float entropy
+            # path and synthesis run single-threaded (for exact results), and a process-wide thread
+            # count flipped by one thread while the other computes would break that.
+            torch.set_num_threads(1)
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="nvc-entropy")
         self._latent_ref: tuple[int, torch.Tensor] | None = None  # entropy side: (index, y_hat)
         self._pixel_ref: tuple[int, Reconstruction] | None = None  # synthesis side
         self._pending: Future | None = None

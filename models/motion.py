@@ -128,14 +128,16 @@ def estimate_motion(cur: torch.Tensor, ref: torch.Tensor, lmbda: float = 128.0, 
     mv = torch.zeros(b, 2, hb, wb, device=cur.device)
     for dy in range(-SEARCH_COARSE, SEARCH_COARSE + 1):
         for dx in range(-SEARCH_COARSE, SEARCH_COARSE + 1):
-            sad = _block_sad(c4, _shifted(r4, dx, dy), BLOCK // 4)
+            # ties (flat or padded areas) go to the shorter vector: a tiny cost per pixel of length
+            sad = _block_sad(c4, _shifted(r4, dx, dy), BLOCK // 4) + 1e-3 * (abs(dx) + abs(dy))
             better = sad < best
             best = torch.where(better, sad, best)
             mv = torch.where(better, torch.tensor([dx * 4.0, dy * 4.0], device=cur.device)[None, :, None, None], mv)
     mv = mv * MV_UNITS  # full-scale pixels -> quarter pixels
 
     def cost(candidate: torch.Tensor) -> torch.Tensor:
-        return _block_sad(cur, warp(ref, _block_flow(candidate, BLOCK)), BLOCK)
+        length = candidate.abs().sum(1, keepdim=True) * 1e-3
+        return _block_sad(cur, warp(ref, _block_flow(candidate, BLOCK)), BLOCK) + length
 
     # 2. fine: integer, then half- and quarter-pel refinement around the best vector
     best = cost(mv)

@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     dec.add_argument("-f", "--format", choices=FORMATS,
                      help="output format (default: from the output name; y4m for -, pipes and devices); "
                           "null decodes without writing")
+    dec.add_argument("--serial", action="store_true",
+                     help="decode each frame's symbols and pixels one after the other (default: pipelined, the "
+                          "symbols of frame t+1 decoded on a second thread while frame t is synthesised)")
     dec.add_argument("--conceal", action="store_true",
                      help="go on past damage: repeat the last good frame in place of a damaged packet until the next "
                           "I-frame, keep the frames before the cut of a truncated file, warn, exit 0 "
@@ -273,7 +276,7 @@ def cmd_decode(args) -> None:
     from nvc.transcode import decode_video
 
     stats = decode_video(args.input, args.output, args.device, progress=_progress(args), conceal=args.conceal,
-                         on_damage=_warn, format=args.format, overwrite=args.overwrite)
+                         on_damage=_warn, format=args.format, overwrite=args.overwrite, pipelined=not args.serial)
     print(stats.summary(), file=sys.stderr)
 
 

@@ -235,7 +235,10 @@ class Reader:
     """
 
     def __init__(self, source: str | os.PathLike | BinaryIO, device: str = "cpu", format: str = "yuv",
-                 conceal: bool = False, on_damage=None):
+                 conceal: bool = False, on_damage=None, pipelined: bool = False):
+        # pipelined: entropy decoding of frame t+1 on a worker thread while frame t is synthesised
+        # (nvc.deploy.pipeline; the same frames as serial decoding, one frame later).
+        self.pipelined = pipelined
         if format not in ("yuv", "rgb"):
             raise NvcError(f"unknown frame format {format!r} (use yuv or rgb)")
         self.format = format
@@ -300,27 +303,44 @@ class Reader:
             self._model = self.load_model()
 
     def __iter__(self) -> Iterator:
+        from nvc.deploy.pipeline import FrameDecoder
+
         self.load()
         h = self.header
-        references = ReferenceBuffer()
-        last, losing, count = None, False, 0  # the last frame output; whether the current GOP is lost
+        decoder = FrameDecoder(self._model, padded_size(h.height), padded_size(h.width), self.pipelined)
+        state = {"last": None, "losing": False}  # the last frame output; whether the current GOP is lost
+
+        def emit(results) -> Iterator:
+            for result in results:
+                if result.error is None:
+                    frame, state["losing"] = tensor_to_frame(result.reconstruction.x_hat, h.height, h.width), False
+                else:
+                    message = f"{result.error}; {self._lost_frames(result.index)}"
+                    if not self.conceal:
+                        raise NvcError(message) from None
+                    if self.on_damage is not None and not state["losing"]:
+                        self.on_damage(f"{message}, the last good frame is repeated in their place")
+                    state["losing"] = True
+                    frame = state["last"] if state["last"] is not None else YUVFrame.gray(h.width, h.height)
+                state["last"] = frame
+                yield self._output(frame)
+
         packets = read_packets(self._file, h, skip_damaged=True)
-        while (packet := self._next_packet(packets, count)) is not None:
-            try:
-                frame = self._decode(packet, references)
-                losing = False
-            except NvcError as e:
-                message = f"{e}; {self._lost_frames(packet.frame_index)}"
-                if not self.conceal:
-                    raise NvcError(message) from None
-                references.clear()
-                if self.on_damage is not None and not losing:
-                    self.on_damage(f"{message}, the last good frame is repeated in their place")
-                losing = True
-                frame = last if last is not None else YUVFrame.gray(h.width, h.height)
-            last = frame
-            count += 1
-            yield self._output(frame)
+        submitted = 0
+        try:
+            while True:
+                try:
+                    packet = self._next_packet(packets, submitted)
+                except NvcError:  # a cut file: the frames still in the pipeline come out first
+                    yield from emit(decoder.flush())
+                    raise
+                if packet is None:
+                    yield from emit(decoder.flush())
+                    return
+                submitted += 1
+                yield from emit(decoder.decode(packet))
+        finally:
+            decoder.close()
 
     def _next_packet(self, packets: Iterator, count: int) -> FramePacket | DamagedPacket | None:
         """The next packet, None after the last. Where the file is cut or its end mark is damaged,
@@ -357,26 +377,6 @@ class Reader:
             f"frames {index} to the end"
         return f"{span} cannot be decoded" + (f"; the I-frame {resume} recovers" if resume is not None else
                                               " (no later I-frame)")
-
-    def _decode(self, packet: FramePacket | DamagedPacket, references: ReferenceBuffer) -> YUVFrame:
-        h, model = self.header, self._model
-        if isinstance(packet, DamagedPacket):
-            raise NvcError(str(packet))
-        index = packet.frame_index
-        if not 0 <= packet.quality < model.config.quality_levels:
-            raise NvcError(f"invalid quality {packet.quality} in frame {index}")
-        hp, wp = padded_size(h.height), padded_size(h.width)
-        if packet.frame_type == FrameType.P and model.inter is None:
-            raise NvcError(f"frame {index} is a P-frame, but model {self.model_name} codes I-frames only")
-        ref = None if packet.frame_type == FrameType.I else references.reference_for(index)
-        try:
-            rec = frame_model(model, packet.frame_type).decompress(list(packet.streams), ref, hp, wp, packet.quality)
-        except NvcError as e:  # a stream the model found malformed
-            raise NvcError(f"{e} in frame {index}") from None
-        except (ValueError, RuntimeError, IndexError) as e:
-            raise NvcError(f"corrupt latent data in frame {index}: {e}") from None
-        references.put(index, rec)
-        return tensor_to_frame(rec.x_hat, h.height, h.width)
 
     def close(self) -> None:
         if self._owns:

@@ -18,6 +18,8 @@ count. Across machines they may still differ by an 8-bit step (int8 synthesis re
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -97,7 +99,7 @@ class LeanIntra(_LeanFrameModel):
         """`steps` overrides the decoding schedule (1: no context); `stats` receives symbol counts."""
         q = torch.tensor([quality], device=x.device)
         z, parts, y_hat = self.latent_codec.compress(self.gain.scale(self.g_a(x), q), steps=steps, stats=stats)
-        return latent_streams(z, parts), self.synthesize(DecodedLatent(y_hat), ref, quality)
+        return latent_streams(z, parts), replace(self.synthesize(DecodedLatent(y_hat), ref, quality), source=x)
 
     @torch.no_grad()
     def decode_latent(self, streams: list[Stream], ref: Reconstruction | None, height: int, width: int) -> DecodedLatent:
@@ -174,13 +176,15 @@ class LeanInter(_LeanFrameModel):
     def compress(self, x: torch.Tensor, ref: Reconstruction, quality: int, steps: int | None = None,
                  stats: dict | None = None) -> tuple[list[Stream], Reconstruction]:
         q = torch.tensor([quality], device=x.device)
-        mv = estimate_motion(luma(x), luma(ref.x_hat))
+        # Motion between the originals when the encoder has them: true motion, a smooth cheap field
+        # (against a coarse reconstruction the search fits its noise: 20x the motion bits on a still camera).
+        mv = estimate_motion(luma(x), luma(ref.source if ref.source is not None else ref.x_hat))
         motion = self.motion_coder.encode(mv)
         pred = self.motion_compensation(ref.x_hat, mv)
         y = self.gain.scale(self.g_a(torch.cat([x, pred], dim=1)), q)
         z, parts, y_hat = self.latent_codec.compress(y, (warp_latent(ref.y_hat, mv), mv), steps=steps, stats=stats)
         streams = [Stream(StreamKind.MOTION, 0, 0, motion)] + latent_streams(z, parts)
-        return streams, self.synthesize(DecodedLatent(y_hat, mv), ref, quality)
+        return streams, replace(self.synthesize(DecodedLatent(y_hat, mv), ref, quality), source=x)
 
     @torch.no_grad()
     def decode_latent(self, streams: list[Stream], ref: Reconstruction, height: int, width: int) -> DecodedLatent:

@@ -53,6 +53,7 @@ class ModelOutput:
 class Reconstruction:
     x_hat: torch.Tensor  # (1, 6, H/2, W/2), on the 8-bit grid: exactly the output frame
     y_hat: torch.Tensor  # (1, M, H/16, W/16), quantized latent (gain-scaled domain)
+    source: torch.Tensor | None = None  # encoder only: the original frame (v2 searches motion on originals)
 
 
 @dataclass(frozen=True)

@@ -149,12 +149,13 @@ def _encode_frames(encoder, src: VideoSource, frames: int | None, progress: bool
 
 def decode_video(source: str | Path, output: str | Path | None, device: str = "cpu", progress: bool = True,
                  keep: bool = False, conceal: bool = False, on_damage=None, *, format: str | None = None,
-                 overwrite: bool | None = True) -> DecodeStats:
+                 overwrite: bool | None = True, pipelined: bool = False) -> DecodeStats:
     """Decode to a writer chosen by `format` or `output`'s name (None: decode only; format "null":
-    a null sink). `keep` returns the frames; `conceal` and `on_damage` are those of `nvc.codec.Reader`."""
+    a null sink). `keep` returns the frames; `conceal`, `on_damage` and `pipelined` are those of
+    `nvc.codec.Reader`."""
     if output is not None and format != "null":
         check_output(output, [source], overwrite)
-    with Reader(source, device=device, conceal=conceal, on_damage=on_damage) as reader:
+    with Reader(source, device=device, conceal=conceal, on_damage=on_damage, pipelined=pipelined) as reader:
         h = reader.header
         writer = None
         try:

@@ -42,14 +42,17 @@ def test_anchor_settings_are_low_delay_with_the_intra_period():
 def test_eval_end_to_end_and_resume(tmp_path, carphone, capsys, monkeypatch):
     out = tmp_path / "report"
     args = ["eval", str(carphone), "--frames", "4", "--intra-period", "2", "--qualities", "0", "5", "--anchor-qps",
-            "30", "40", "--preset", "ultrafast", "--nvc-intra", "-o", str(out), "-q"]
+            "30", "40", "--preset", "ultrafast", "--nvc-intra", "--nvc-model", "lean-mc-yuv420-v2",
+            "--compare-model", "tcm-yuv420-v1", "--compare-qualities", "0", "3", "-o", str(out), "-q"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "BD-PSNR vs x265-ultrafast" in printed and "BD-rate vs nvc-intra" in printed
+    assert "BD-PSNR vs x265-ultrafast" in printed and "BD-rate vs lean-mc-yuv420-v2-intra" in printed
+    assert "BD-rate vs tcm-yuv420-v1" in printed
     data = json.loads((out / "results.json").read_text())
-    points = {(p["codec"], p["point"]): p for p in data["points"]}
+    points = {(p["codec"].replace("lean-mc-yuv420-v2", "nvc"), p["point"]): p for p in data["points"]}  # the model under test
     assert set(points) == {("nvc", 0), ("nvc", 5), ("nvc-intra", 0), ("nvc-intra", 5), ("x265-ultrafast", 30),
-                           ("x265-ultrafast", 40)}
+                           ("x265-ultrafast", 40), ("tcm-yuv420-v1", 0), ("tcm-yuv420-v1", 3)}
+    assert points[("nvc", 0)]["stream_bytes"]["P-motion"] > 0
     x265 = points[("x265-ultrafast", 30)]
     assert x265["settings"]["preset"] == "ultrafast" and "bframes=0" in x265["settings"]["x265-params"]
     assert "keyint=2" in x265["settings"]["x265-params"]
@@ -61,7 +64,8 @@ def test_eval_end_to_end_and_resume(tmp_path, carphone, capsys, monkeypatch):
     assert points[("x265-ultrafast", 30)]["psnr_yuv"] > points[("x265-ultrafast", 40)]["psnr_yuv"]
     assert (out / "rd-carphone_pristine.png").stat().st_size > 10_000
     summary = (out / "summary.md").read_text()
-    assert "| nvc | q5 |" in summary and "| nvc-intra | q5 |" in summary and "| q5 | " in summary  # GOP table
+    assert "| lean-mc-yuv420-v2 | q5 |" in summary and "| lean-mc-yuv420-v2-intra | q5 |" in summary
+    assert "| q5 | " in summary  # GOP table
     assert (out / "gop-carphone_pristine.png").exists()
 
     def must_not_run(*a, **k):
@@ -80,5 +84,5 @@ def test_gop_profile_averages_each_position_over_the_gops():
 
 def test_eval_rejects_bad_arguments(tmp_path, carphone, capsys):
     assert main(["eval", str(carphone), "--qualities", "9", "-o", str(tmp_path / "r")]) == 1
-    assert "--qualities must be in 0..5" in capsys.readouterr().err
+    assert "--qualities must be in 0..5 for tcm-yuv420-v1" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nope"), "-o", str(tmp_path / "r")]) == 1

@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from models.registry import DEFAULT_MODEL, INTRA_MODEL, entry_by_name
+from nvc.models.registry import DEFAULT_MODEL, entry_by_name
 from nvc.errors import NvcError
 from nvc.frames import YUVFrame
 from nvc.video import av_frame_to_yuv
@@ -63,14 +63,34 @@ class Codec(ABC):
 
 
 class NvcCodec(Codec):
-    """nvc itself: the shipped model, an I-frame every intra period and P-frames between."""
+    """nvc with one of its shipped models, an I-frame every intra period and P-frames between
+    (`all_intra`: every frame an I-frame, the reference that shows what P-frames save). Named after
+    the model, so that models can be compared in one report."""
 
-    name, parameter, extension = "nvc", "quality", ".nvc"
-    model = DEFAULT_MODEL
-    all_intra = False  # True: every frame an I-frame, whatever the protocol's intra period
+    parameter, extension = "quality", ".nvc"
 
-    def __init__(self, device: str = "cpu"):
-        self.device = device
+    def __init__(self, device: str = "cpu", model: str = DEFAULT_MODEL, all_intra: bool = False):
+        self.device, self.model, self.all_intra = device, model, all_intra
+        self.name = f"{model}-intra" if all_intra else model
+
+    def levels(self) -> int:
+        from nvc.model import load_shipped
+
+        return load_shipped(entry_by_name(self.model), self.device)[0].config.quality_levels
+
+    def stream_bytes(self, path: Path) -> dict:
+        """Where the bytes went: per frame type, and per stream kind (motion, hyper, latent)."""
+        from nvc.container import StreamHeader, read_packets
+
+        split: dict[str, int] = {}
+        with open(path, "rb") as f:
+            for packet in read_packets(f, StreamHeader.read(f)):
+                key = packet.frame_type.name
+                split[key] = split.get(key, 0) + packet.size
+                for s in packet.streams:
+                    k = f"{key}-{s.kind.name.lower()}"
+                    split[k] = split.get(k, 0) + len(s.data)
+        return split
 
     def intra_period(self, intra_period: int) -> int:
         return 1 if self.all_intra else intra_period
@@ -97,13 +117,6 @@ class NvcCodec(Codec):
 
         with Reader(path, device=self.device) as r:
             return list(r)
-
-
-class NvcIntraCodec(NvcCodec):
-    """nvc without temporal prediction: the intra-only model 1, every frame an I-frame. The
-    reference curve that shows what P-frames save."""
-
-    name, model, all_intra = "nvc-intra", INTRA_MODEL, True
 
 
 class LibavCodec(Codec):

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from models.registry import INTRA_MODEL
 from nvc.evaluation.bjontegaard import bd_psnr, bd_rate
 from nvc.evaluation.runner import PointResult, ResultStore
 
@@ -76,7 +75,7 @@ def plot_gop(profiles: dict[str, list[float]], sequence: str, intra_period: int,
         ax.plot(range(len(profile)), profile, marker=".", label=label)
     ax.set_xlabel("position in GOP (0 = I-frame)")
     ax.set_ylabel("PSNR-YUV (6:1:1) [dB], mean over GOPs")
-    ax.set_title(f"{sequence}: nvc quality over a GOP (intra period {intra_period})")
+    ax.set_title(f"{sequence}: quality over a GOP (intra period {intra_period})")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -97,9 +96,9 @@ def write(store: ResultStore, out_dir: Path, sequences: list[str], frames: dict[
         lines += [f"{test} codes every frame as an I-frame.", ""]
     elif periods:
         lines += [f"{test} codes an I-frame every {intra_period} frames (-1: only the first) and P-frames between.", ""]
-    if "nvc-intra" in anchors:
-        lines += [f"nvc-intra is nvc without temporal prediction (model {INTRA_MODEL}, every frame an "
-                  "I-frame): BD-rate against it is what P-frames save.", ""]
+    if f"{test}-intra" in anchors:
+        lines += [f"{test}-intra is the same model without temporal prediction (every frame an I-frame): "
+                  "BD-rate against it is what P-frames save.", ""]
     header = "| sequence | " + " | ".join(f"BD-rate vs {a} | BD-PSNR vs {a}" for a in anchors) + " |"
     lines += [header, "|" + " --- |" * (1 + 2 * len(anchors))]
     sums = {a: [] for a in anchors}

@@ -48,6 +48,7 @@ class PointResult:
     encode_fps: float
     decode_fps: float
     psnr_yuv_per_frame: list[float] = field(default_factory=list)
+    stream_bytes: dict = field(default_factory=dict)  # nvc: bytes per frame type and stream kind
 
     def key(self) -> tuple:
         return (self.sequence, self.codec, self.point, self.frames, self.intra_period)
@@ -111,6 +112,7 @@ def measure(codec: Codec, seq: Sequence, point: int, intra_period: int, workdir:
         ms_ssim=mean([ms_ssim_y(a, b) for a, b in zip(seq.frames, coded.decoded)]),
         encode_fps=n / coded.encode_seconds, decode_fps=n / coded.decode_seconds,
         psnr_yuv_per_frame=[round(p.yuv, 3) for p in psnrs],
+        stream_bytes=codec.stream_bytes(path) if hasattr(codec, "stream_bytes") else {},
     )
     path.unlink()
     return result
@@ -171,10 +173,12 @@ def anchor_points(done: list[PointResult], target: list[PointResult]) -> list[in
 
 def run(sequences: list[Sequence], nvc_codec: Codec, qualities: list[int], anchors: list[Codec],
         anchor_qps: list[int] | None, intra_period: int, store: ResultStore, workdir: Path,
-        progress: bool = True, references: list[Codec] = ()) -> None:
-    """Measure nvc and the `references` (other nvc configurations) at `qualities`, then each anchor
-    at `anchor_qps` or at a QP sweep covering nvc's curve."""
-    bar = tqdm(desc="eval", unit="point", disable=not progress)
+        progress: bool = True, references: list[tuple[Codec, list[int]]] = ()) -> None:
+    """Measure nvc at `qualities` and each reference (another nvc model or configuration) at its
+    own levels, then each anchor at `anchor_qps` or at a QP sweep covering nvc's curve."""
+    total = len(sequences) * (len(qualities) + sum(len(q) for _, q in references)
+                              + (len(anchors) * len(anchor_qps) if anchor_qps else 0))
+    bar = tqdm(desc="eval", unit="point", total=total or None, disable=not progress)
 
     def point(codec: Codec, seq: Sequence, p: int) -> PointResult:
         n = len(seq.frames)
@@ -189,8 +193,8 @@ def run(sequences: list[Sequence], nvc_codec: Codec, qualities: list[int], ancho
     try:
         for seq in sequences:
             ours = [point(nvc_codec, seq, q) for q in qualities]
-            for ref in references:
-                for q in qualities:
+            for ref, levels in references:
+                for q in levels:
                     point(ref, seq, q)
             for anchor in anchors:
                 if anchor_qps:
