@@ -1,0 +1,641 @@
+"""int8 synthesis of the v2 model (`LeanVideoModel`) through a real inference engine.
+
+The decoder's pixel path, g_s of the I- and the P-frame model, is exported to ONNX (dynamic height
+and width), quantized to int8 by `onnxruntime.quantization` (static QDQ: int8 weights per output
+channel, 8-bit activations calibrated on the y_hat and prediction tensors that encoding real frames
+of the *training* clips produces, every quality level) and run by OpenVINO or ONNX Runtime on a
+fixed number of CPU threads. The fp32 PyTorch path stays the reference twin behind one switch:
+
+    from nvc.deploy.int8 import with_synthesis
+    model_int8 = with_synthesis(model, "openvino")    # or "onnxruntime"; "torch" is `model` itself
+    streams, rec = model_int8.inter.compress(x, ref, quality)   # the encoder runs the same synthesis
+
+`with_synthesis` returns a copy of the model whose frame models' `synthesize` (and so `compress`
+and `decompress`) run g_s in the engine; the weights are shared, the model passed in is not changed.
+The bilinear motion-compensation warp and the final rounding to the 8-bit grid stay in torch (fp32,
+one thread), as in the reference; see `MEASURED` for why.
+
+What the graph changes, all exact: ReLU is moved before PixelShuffle (they commute), so that every
+conv fuses with its ReLU and the shuffle moves 8-bit data; the P-frame's `pixel_unshuffle(pred)`
+is ONNX SpaceToDepth with the input channels of the conv that reads it permuted to match; the final
+`pred + residual` and the convs whose inputs are not 8-bit friendly stay float (`QuantConfig`).
+
+Built engines are cached under `$NVC_CACHE` (default `~/.cache/nvc`) `/int8/`, keyed by a hash of
+the model's weights and of the quantization recipe, so a new weights file rebuilds them the first
+time it is used (`python -m tools.bench_int8` does that and measures the result). The quantized
+graph is shape-agnostic; an engine is compiled for each frame size when that size is first met.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ENGINES = ("torch", "torch-bf16", "openvino", "onnxruntime")  # torch: the fp32 reference twin
+INT8_ENGINES = ("openvino", "onnxruntime")
+FORMAT_VERSION = 6  # bump when the exported graph or the quantization code changes meaning
+CALIBRATION_VERSION = 3  # bump when the calibration inputs change meaning
+TRAIN_CLIPS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "train"
+
+# What was measured (720p, 1 thread, 2-core Zen 5; `python -m tools.bench_int8`) and decided from it
+# is in the report of the issue and in the README; this module keeps only the mechanism.
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("NVC_CACHE", Path.home() / ".cache" / "nvc")) / "int8"
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """The quantization recipe; part of the cache key."""
+
+    calibrate: str = "minmax"  # onnxruntime CalibrationMethod: minmax | percentile | entropy
+    percentile: float = 99.999
+    activations: str = "u8"  # u8 (u8 x s8 VNNI) or s8
+    float_convs: tuple[str, ...] = ()  # convs of `SynthesisGraph` left in float (see CONVS)
+    float_adds: bool = False  # also the P-frame's mix4 add in float (the output tail always is)
+    clips: tuple[str, ...] = ("01_dog.mp4", "06_pingpong.mp4", "16_robotarm.mp4", "21_biker.mp4")
+    frames: int = 3  # per clip: one I-frame then P-frames, encoded at every quality level
+    crop: tuple[int, int] = (384, 640)  # luma crop of the calibration frames (centre), multiples of 64
+
+    def key(self) -> str:
+        blob = json.dumps({"v": FORMAT_VERSION, **asdict(self)}, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def data_key(self) -> str:
+        """The part of the recipe that decides the calibration inputs."""
+        blob = json.dumps([CALIBRATION_VERSION, self.clips, self.frames, self.crop]).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A hash of every parameter and buffer of the model (calibration depends on the whole model)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- the exported graphs
+
+
+class _DepthToSpace(torch.autograd.Function):
+    """ONNX DepthToSpace, mode DCR (blocksize 2): out[c, 2y + i, 2x + j] = x[(i*2 + j)*C + c]. In the
+    engines' channels-last layout this moves whole runs of C channels, where torch's order (CRD,
+    x[c*4 + i*2 + j]) gathers them one by one (3x slower in OpenVINO); the producing conv's output
+    channels are permuted to match (`_dcr`)."""
+
+    @staticmethod
+    def forward(ctx, x):  # noqa: D102
+        b, c4, h, w = x.shape
+        x = x.reshape(b, 2, 2, c4 // 4, h, w).permute(0, 3, 4, 1, 5, 2)
+        return x.reshape(b, c4 // 4, 2 * h, 2 * w)
+
+    @staticmethod
+    def symbolic(g, x):  # noqa: D102
+        return g.op("DepthToSpace", x, blocksize_i=2, mode_s="DCR")
+
+
+def _dcr(conv: nn.Conv2d) -> nn.Conv2d:
+    """Reorder a conv's output channels from PixelShuffle's order (c*4 + k) to DCR's (k*C + c)."""
+    c = conv.out_channels // 4
+    perm = [ch * 4 + k for k in range(4) for ch in range(c)]
+    with torch.no_grad():
+        conv.weight.copy_(conv.weight[perm])
+        conv.bias.copy_(conv.bias[perm])
+    return conv
+
+
+def _unshuffled_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    """conv(pixel_unshuffle(x, 2)) as one conv on x: a 3x3 conv over the 2x2 phases of x is a 6x6
+    conv of stride 2 (padding 2) over x itself; no unshuffled copy of x is made (OpenVINO's
+    SpaceToDepth alone took 1.6 ms at 720p)."""
+    c = conv.in_channels // 4
+    big = nn.Conv2d(c, conv.out_channels, 6, stride=2, padding=2, bias=conv.bias is not None)
+    with torch.no_grad():
+        w = conv.weight.reshape(conv.out_channels, c, 2, 2, 3, 3)  # (o, c, i, j, ky, kx): phase (i, j)
+        big.weight.copy_(w.permute(0, 1, 4, 2, 5, 3).reshape(conv.out_channels, c, 6, 6))  # row 2*ky + i
+        if conv.bias is not None:
+            big.bias.copy_(conv.bias)
+    return big
+
+
+def _split_conv(conv: nn.Conv2d, first: int, perm: list[int] | None = None) -> tuple[nn.Conv2d, nn.Conv2d]:
+    """conv(cat([a, b])) = conv_a(a) + conv_b(b): the input channels [:first] and [first:] (the
+    latter reordered by `perm`), the bias with conv_a."""
+    a = nn.Conv2d(first, conv.out_channels, conv.kernel_size, padding=conv.padding)
+    b = nn.Conv2d(conv.in_channels - first, conv.out_channels, conv.kernel_size, padding=conv.padding, bias=False)
+    with torch.no_grad():
+        a.weight.copy_(conv.weight[:, :first])
+        a.bias.copy_(conv.bias)
+        wb = conv.weight[:, first:]
+        b.weight.copy_(wb if perm is None else wb[:, perm])
+    return a, b
+
+
+class SynthesisGraph(nn.Module):
+    """g_s rewritten for int8 engines; the same weights and function as `Synthesis` (to float rounding).
+
+    The prediction enters at 1/4 resolution through a stride-2 conv (`_unshuffled_conv`) rather
+    than pixel_unshuffle and a conv. The P-frame convs that read `cat([features, prediction])` are split in two (conv of each part,
+    summed): a per-tensor 8-bit scale shared by ReLU features (0..~20) and the prediction (0..1)
+    would quantize the prediction to ~1/12 of its 8-bit steps; split, each input has its own scale.
+    The output's `pred + conv(pred)` is one conv with the identity added to its centre taps: the
+    trained conv is close to minus the identity (the net replaces the prediction rather than
+    correcting it), so the sum has ~50x smaller weights, and int8 rounding of the weights, whose
+    error the prediction (not zero-mean) would otherwise add up into a bias, ~50x less error.
+    """
+
+    def __init__(self, g_s: nn.Module):
+        super().__init__()
+        g_s = copy.deepcopy(g_s).float().eval()
+        self.conditional = g_s.conditional
+        self.c16a, self.c16b = g_s.up16[0], _dcr(g_s.up16[2])
+        self.c8a, self.c8b = g_s.up8[0], _dcr(g_s.up8[2])
+        self.c4, self.c2, self.out = g_s.mix4[0], _dcr(g_s.up4[0]), g_s.out
+        if self.conditional:
+            w4 = self.c4.in_channels - 24
+            self.c4, c4p = _split_conv(self.c4, w4)
+            self.c4p = _unshuffled_conv(c4p)
+            self.out, self.outp = _split_conv(self.out, self.out.in_channels - 6)
+            with torch.no_grad():  # pred + outp(pred) = outp'(pred)
+                for c in range(6):
+                    self.outp.weight[c, c, 1, 1] += 1.0
+
+    def forward(self, y: torch.Tensor, pred: torch.Tensor | None = None) -> torch.Tensor:
+        shuffle = _DepthToSpace.apply
+        h = F.relu(self.c16a(y))
+        h = shuffle(F.relu(self.c16b(h)))  # ReLU and PixelShuffle commute
+        h = F.relu(self.c8a(h))
+        h = shuffle(F.relu(self.c8b(h)))
+        if self.conditional:
+            h = F.relu(self.c4(h) + self.c4p(pred))
+        else:
+            h = F.relu(self.c4(h))
+        h = shuffle(F.relu(self.c2(h)))
+        x = self.out(h) + self.outp(pred) if self.conditional else self.out(h)
+        return torch.round(torch.clamp(x * 255, 0, 255)).to(torch.uint8)  # = nvc.model.to_8bit, as bytes
+
+
+CONVS = ("c16a", "c16b", "c8a", "c8b", "c4", "c4p", "c2", "out", "outp")  # SynthesisGraph's convs, in order
+
+
+def export_onnx(g_s: nn.Module, path: Path) -> None:
+    graph = SynthesisGraph(g_s)
+    y = torch.zeros(1, graph.c16a.in_channels, 4, 6)
+    names, args, axes = ["y"], (y,), {"y": {2: "h16", 3: "w16"}, "x": {2: "h2", 3: "w2"}}
+    if graph.conditional:
+        names.append("pred")
+        args = (y, torch.zeros(1, 6, 32, 48))
+        axes["pred"] = {2: "h2", 3: "w2"}
+    with torch.no_grad():
+        torch.onnx.export(graph, args, str(path), dynamo=False, opset_version=17, input_names=names,
+                          output_names=["x"], dynamic_axes=axes)
+
+
+# ---------------------------------------------------------------- calibration on real frames
+
+
+class _Recorder:
+    """A synthesis backend that runs the fp32 reference and keeps its inputs."""
+
+    rounds = False
+
+    def __init__(self, model):
+        self.model = model
+        self.intra_inputs: list[dict] = []
+        self.inter_inputs: list[dict] = []
+
+    def intra(self, y: torch.Tensor) -> torch.Tensor:
+        self.intra_inputs.append({"y": y.numpy().copy()})
+        return self.model.intra.g_s(y)
+
+    def inter(self, y: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        self.inter_inputs.append({"y": y.numpy().copy(), "pred": pred.numpy().copy()})
+        return self.model.inter.g_s(y, pred)
+
+
+def _calibration_frames(config: QuantConfig, clip_dir: Path) -> list[list[torch.Tensor]]:
+    from nvc.codec import frame_to_tensor
+    from nvc.video import read_frames
+
+    if "heldout" in str(clip_dir):
+        raise ValueError("calibration must not see the held-out clips")
+    ch, cw = config.crop
+    clips = []
+    for name in config.clips:
+        path = clip_dir / name
+        if not path.exists():
+            raise FileNotFoundError(f"calibration clip {path} is missing (training clips, shared/data/train)")
+        xs = []
+        for f in read_frames(path, config.frames):
+            x = frame_to_tensor(f)  # (1, 6, Hp/2, Wp/2)
+            h, w = x.shape[-2:]
+            top, left = max(0, (h - ch // 2) // 2) // 32 * 32, max(0, (w - cw // 2) // 2) // 32 * 32
+            xs.append(x[..., top : top + ch // 2, left : left + cw // 2].contiguous())
+        clips.append(xs)
+    return clips
+
+
+def calibration_inputs(model, config: QuantConfig, clip_dir: Path = TRAIN_CLIPS, log=print) -> _Recorder:
+    """Encode the calibration frames with the fp32 model at every quality level, keeping g_s's inputs."""
+    from nvc.entropy.hyperprior import single_threaded
+
+    rec = _Recorder(model)
+    twin = _with_backend(model, rec)
+    t0 = time.perf_counter()
+    with single_threaded():  # one thread: much faster than two on a busy machine, and the same result
+        for xs in _calibration_frames(config, clip_dir):
+            for q in range(model.config.quality_levels):
+                ref = None
+                for i, x in enumerate(xs):
+                    _, ref = (twin.intra if i == 0 else twin.inter).compress(x, ref, q)
+    log(f"int8: calibration data: {len(rec.intra_inputs)} I and {len(rec.inter_inputs)} P inputs from "
+        f"{len(config.clips)} training clips ({time.perf_counter() - t0:.0f} s)")
+    return rec
+
+
+class _Reader:
+    def __init__(self, samples: list[dict]):
+        self._it = iter(samples)
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def _float_tail(graph, all_adds: bool) -> list[str]:
+    """Names of the nodes to keep in float: those between the last convs and the outputs (the sum of
+    the P-frame's two output convs, the rounding to 8 bits), and with `all_adds` every Add."""
+    producers = {o: n for n in graph.node for o in n.output}
+    keep, frontier = {n.name for n in graph.node if all_adds and n.op_type == "Add"}, [o.name for o in graph.output]
+    while frontier:  # walk back from the outputs until a conv
+        node = producers.get(frontier.pop())
+        if node is not None and node.op_type != "Conv" and node.name not in keep:
+            keep.add(node.name)
+            frontier.extend(node.input)
+    return sorted(keep)
+
+
+def _strip_requantization(path: Path, float_nodes: set[str]) -> None:
+    """After quantize_static: float nodes read float tensors. A float node reads the unquantized
+    tensor where the quantizer gave it a dequantized copy (the P-frame's `pred + residual` adds the
+    prediction itself, not its 8-bit version), and QuantizeLinear -> DequantizeLinear pairs that only
+    float nodes or the graph outputs read are removed: a conv feeding a float add (or the output)
+    gives its float result instead of rounding it to 8 bits first."""
+    import onnx
+
+    model = onnx.load(str(path))
+    g = model.graph
+    producers = {o: n for n in g.node for o in n.output}
+    for n in g.node:  # float nodes read the float originals
+        if n.name in float_nodes:
+            for k, name in enumerate(n.input):
+                dq = producers.get(name)
+                q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+                if q is not None and q.op_type == "QuantizeLinear":
+                    n.input[k] = q.input[0]
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+    drop = []
+    for q in [n for n in g.node if n.op_type == "QuantizeLinear"]:
+        dqs = consumers.get(q.output[0], [])
+        if any(d.op_type != "DequantizeLinear" for d in dqs):
+            continue
+        readers = [r for d in dqs for r in consumers.get(d.output[0], [])]
+        if not all(r.name in float_nodes for r in readers):
+            continue
+        src = q.input[0]
+        for d in dqs:
+            if d.output[0] in outputs:  # keep the output's name: its producer writes it directly
+                for n in g.node:
+                    n.output[:] = [d.output[0] if o == src else o for o in n.output]
+                    n.input[:] = [d.output[0] if i == src else i for i in n.input]
+                src = d.output[0]
+            for r in consumers.get(d.output[0], []):
+                r.input[:] = [src if i == d.output[0] else i for i in r.input]
+        drop += [q, *dqs]
+    for n in drop:
+        g.node.remove(n)
+    used = {i for n in g.node for i in n.input}
+    for init in [t for t in g.initializer if t.name not in used]:
+        g.initializer.remove(init)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def quantize_onnx(src: Path, dst: Path, samples: list[dict], config: QuantConfig) -> None:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    graph = onnx.load(str(src)).graph
+    float_nodes = set(_float_tail(graph, config.float_adds))
+    unknown = set(config.float_convs) - set(CONVS)
+    if unknown:
+        raise ValueError(f"unknown convs {sorted(unknown)}: {', '.join(CONVS)}")
+    float_nodes |= {n.name for n in graph.node if n.op_type == "Conv" and n.name.split("/")[1] in config.float_convs}
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[config.calibrate]
+    # Keep the ReLUs: QDQ would drop them into the 8-bit clamp, which `_strip_requantization` may remove.
+    extra = {"QDQKeepRemovableActivations": True}
+    if config.calibrate == "percentile":
+        extra["CalibPercentile"] = config.percentile
+    quantize_static(str(src), str(dst), _Reader(samples), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8 if config.activations == "u8" else QuantType.QInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=sorted(float_nodes),
+                    extra_options=extra)
+    _strip_requantization(dst, float_nodes)
+
+
+def _cached_calibration_inputs(model, config: QuantConfig, clip_dir: Path, log) -> dict[str, list[dict]]:
+    """g_s's calibration inputs, kept beside the engines (encoding the frames takes minutes)."""
+    path = cache_dir() / f"calib-{weights_digest(model)}-{config.data_key()}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            return {kind: [{k.split("/")[2]: data[k] for k in data.files if k.startswith(f"{kind}/{i}/")}
+                           for i in range(int(data[f"{kind}_count"]))] for kind in ("intra", "inter")}
+    with torch.no_grad():
+        rec = calibration_inputs(model, config, clip_dir, log)
+    samples = {"intra": rec.intra_inputs, "inter": rec.inter_inputs}
+    arrays = {f"{kind}_count": np.array(len(v)) for kind, v in samples.items()}
+    arrays.update({f"{kind}/{i}/{k}": a for kind, v in samples.items() for i, d in enumerate(v) for k, a in d.items()})
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+    return samples
+
+
+def build(model, config: QuantConfig | None = None, clip_dir: Path = TRAIN_CLIPS, log=print) -> dict[str, Path]:
+    """The int8 ONNX graphs of the model's two g_s ({"intra": path, "inter": path}), built if not cached."""
+    config = config or QuantConfig()
+    folder = cache_dir() / f"{weights_digest(model)}-{config.key()}"
+    paths = {kind: folder / f"{kind}.int8.onnx" for kind in ("intra", "inter")}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    samples = _cached_calibration_inputs(model, config, clip_dir, log)
+    for kind in ("intra", "inter"):
+        fp32 = folder / f"{kind}.fp32.onnx"
+        export_onnx(getattr(model, kind).g_s, fp32)
+        tmp = paths[kind].with_suffix(".tmp")
+        quantize_onnx(fp32, tmp, samples[kind], config)
+        tmp.replace(paths[kind])
+    (folder / "recipe.json").write_text(json.dumps({"format": FORMAT_VERSION, **asdict(config)}, indent=1))
+    log(f"int8: built {folder} ({time.perf_counter() - t0:.0f} s)")
+    return paths
+
+
+# ---------------------------------------------------------------- engines
+
+
+class _OpenVINO:
+    def __init__(self, path: Path, threads: int):
+        import openvino as ov
+
+        self._core = ov.Core()
+        self._model = self._core.read_model(str(path))
+        self._config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+                        "INFERENCE_PRECISION_HINT": "f32"}
+        self._requests: dict[tuple, object] = {}
+
+    def _request(self, shapes: tuple):
+        if shapes not in self._requests:
+            model = self._model.clone()
+            model.reshape({inp.get_any_name(): list(s) for inp, s in zip(model.inputs, shapes)})
+            self._requests[shapes] = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+        return self._requests[shapes]
+
+    def __call__(self, *arrays: np.ndarray) -> np.ndarray:
+        request = self._request(tuple(a.shape for a in arrays))
+        request.infer(list(arrays))
+        return request.get_output_tensor(0).data.copy()  # the request reuses its output buffer
+
+
+class _OnnxRuntime:
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # leave the other core alone
+        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._names = [i.name for i in self._session.get_inputs()]
+
+    def __call__(self, *arrays: np.ndarray) -> np.ndarray:
+        return self._session.run(None, dict(zip(self._names, arrays)))[0]
+
+
+def _engine(engine: str, path: Path, threads: int):
+    if engine == "openvino":
+        return _OpenVINO(path, threads)
+    if engine == "onnxruntime":
+        return _OnnxRuntime(path, threads)
+    raise ValueError(f"unknown int8 engine {engine!r} (openvino or onnxruntime)")
+
+
+class Int8Synthesis:
+    """g_s of both frame models in an int8 engine: `.intra(y) -> x`, `.inter(y, pred) -> x`.
+
+    `y` is the unscaled latent (`gain.unscale(y_hat, q)`), `pred` the motion-compensated
+    prediction; `x` is g_s's output rounded to the 8-bit grid by the engine (as `nvc.model.to_8bit`
+    does to the fp32 g_s's output; `to_8bit(x)` is `x`).
+    """
+
+    def __init__(self, model, engine: str = "openvino", threads: int = 1, config: QuantConfig | None = None,
+                 clip_dir: Path = TRAIN_CLIPS, log=print):
+        self.engine, self.threads = engine, threads
+        self.rounds = True  # the engines round to the 8-bit grid themselves
+        self.paths = build(model, config, clip_dir, log)
+        self._lock = threading.Lock()  # an engine's request is not to be run from two threads at once
+        self._intra = _engine(engine, self.paths["intra"], threads)
+        self._inter = _engine(engine, self.paths["inter"], threads)
+
+    def intra(self, y: torch.Tensor) -> torch.Tensor:
+        with self._lock:
+            return _from_bytes(self._intra(_np(y)))
+
+    def inter(self, y: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        with self._lock:
+            return _from_bytes(self._inter(_np(y), _np(pred)))
+
+
+def _from_bytes(x: np.ndarray) -> torch.Tensor:
+    """The engines' 8-bit output -> the float tensor `to_8bit` makes (k / 255, computed the same way)."""
+    return torch.from_numpy(x).to(torch.float32).div_(255)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float32).contiguous().numpy()
+
+
+class TorchSynthesis:
+    """g_s in torch on `threads` threads: the fp32 reference (`dtype` float32) or bf16 autocast with
+    channels_last (a comparison point for the int8 engines; bf16 pixels depend on the kernels used)."""
+
+    def __init__(self, model, dtype: torch.dtype = torch.float32, threads: int = 1):
+        self.dtype, self.threads = dtype, threads
+        self.rounds = False  # the caller rounds to the 8-bit grid (`to_8bit`)
+        fmt = torch.channels_last if dtype != torch.float32 else torch.contiguous_format
+        self._g = {k: copy.deepcopy(getattr(model, k).g_s).to(memory_format=fmt).eval() for k in ("intra", "inter")}
+        self._fmt = fmt
+
+    def _run(self, kind: str, *args: torch.Tensor) -> torch.Tensor:
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            with torch.no_grad(), torch.autocast("cpu", self.dtype, enabled=self.dtype != torch.float32):
+                x = self._g[kind](*(a.contiguous(memory_format=self._fmt) for a in args))
+            return x.float().contiguous()
+        finally:
+            torch.set_num_threads(before)
+
+    def intra(self, y: torch.Tensor) -> torch.Tensor:
+        return self._run("intra", y)
+
+    def inter(self, y: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+        return self._run("inter", y, pred)
+
+
+def synthesis_backend(model, engine: str, threads: int = 1, config: QuantConfig | None = None, **kwargs):
+    """The object that runs g_s for `engine` (see `ENGINES`)."""
+    if engine == "torch":
+        return TorchSynthesis(model, torch.float32, threads)
+    if engine == "torch-bf16":
+        return TorchSynthesis(model, torch.bfloat16, threads)
+    if engine in INT8_ENGINES:
+        return Int8Synthesis(model, engine, threads, config, **kwargs)
+    raise ValueError(f"unknown synthesis engine {engine!r}: one of {', '.join(ENGINES)}")
+
+
+# ---------------------------------------------------------------- the model with int8 synthesis
+
+
+def _interpolation_matrix(n: int, scale: int) -> torch.Tensor:
+    """(n*scale, n): what F.interpolate(bilinear, align_corners=False) does along one axis, as a matrix."""
+    return F.interpolate(torch.eye(n)[None, None], size=(n * scale, n), mode="bilinear", align_corners=False)[0, 0]
+
+
+class FastMotionCompensation:
+    """`models.motion.predict_packed` (same function, to ~1e-4) in ~7 ms instead of ~21 at 720p.
+
+    The reference builds the per-pixel flow (bilinear upsampling of the block field), then the
+    normalised sampling grid, in several full-resolution passes, and unpacks and repacks luma. Both
+    grid coordinates are linear in the block field, so the grid is one matrix product per 2x2 luma
+    phase: `[A_h | base_y] @ [M A_w^T scaled + base_x ; 0 1]` with A_h, A_w the interpolation
+    matrices (rows summing to 1); sampled phase by phase, luma comes out packed. The grid buffers
+    are kept between calls (fresh multi-MB allocations cost page faults each frame); a lock makes
+    concurrent calls wait for each other.
+    """
+
+    def __init__(self):
+        self._cache: dict[tuple, tuple] = {}
+        self._lock = threading.Lock()
+
+    def _plan(self, hb: int, wb: int, scale: int, phases: bool) -> tuple:
+        key = (hb, wb, scale, phases)
+        if key not in self._cache:
+            from nvc.models.motion import BLOCK, MV_UNITS
+
+            h, w = hb * scale, wb * scale
+            units = scale / (BLOCK * MV_UNITS)  # quarter-pel block vectors -> pixels of this plane
+            cx, cy = units * 2.0 / max(w - 1, 1), units * 2.0 / max(h - 1, 1)
+            base_x = torch.arange(w, dtype=torch.float32) * (2.0 / max(w - 1, 1)) - 1.0
+            base_y = torch.arange(h, dtype=torch.float32) * (2.0 / max(h - 1, 1)) - 1.0
+            rows = torch.cat([_interpolation_matrix(hb, scale), base_y[:, None]], 1)  # (h, hb + 1)
+            split = [(i, j) for i in (0, 1) for j in (0, 1)] if phases else [(None, None)]
+            rows = [rows if i is None else rows[i::2].contiguous() for i, _ in split]
+            t = torch.empty(hb + 1, w, 2)  # the right-hand side, and the grid it makes
+            t[hb, :, 0], t[hb, :, 1] = 0.0, 1.0  # picks base_y, the last column of `rows`
+            out = torch.empty(len(rows), rows[0].shape[0], w // 2 if phases else w, 2)
+            self._cache[key] = (rows, [j for _, j in split], _interpolation_matrix(wb, scale).T.contiguous(),
+                                cx, cy, base_x, t, out)
+        return self._cache[key]
+
+    def grid(self, mv: torch.Tensor, scale: int, phases: bool) -> torch.Tensor:
+        """grid_sample's grid for a plane of `scale` samples per block; with `phases`, the four 2x2
+        phases stacked along the height (1, 4*h/2, w/2, 2)."""
+        _, _, hb, wb = mv.shape
+        rows, cols, aw_t, cx, cy, base_x, t, out = self._plan(hb, wb, scale, phases)
+        m = mv[0].float()
+        t[:hb, :, 0].copy_(m[0] @ aw_t).mul_(cx).add_(base_x)
+        t[:hb, :, 1].copy_(m[1] @ aw_t).mul_(cy)
+        for k, (r, j) in enumerate(zip(rows, cols)):
+            tj = t if j is None else t[:, j::2].contiguous()
+            torch.matmul(r, tj.view(hb + 1, -1), out=out[k].view(r.shape[0], -1))
+        return out.view(1, -1, out.shape[2], 2)
+
+    def __call__(self, ref: torch.Tensor, mv: torch.Tensor) -> torch.Tensor:
+        from nvc.models.motion import BLOCK
+
+        b, _, h2, w2 = ref.shape
+        if b != 1:
+            raise ValueError("one frame at a time")
+        kw = {"mode": "bilinear", "padding_mode": "border", "align_corners": True}
+        with self._lock:
+            luma = F.pixel_shuffle(ref[:, :4], 2)
+            y = F.grid_sample(luma, self.grid(mv, BLOCK, True), **kw)  # (1, 1, 4*h2, w2): the packed phases
+            uv = F.grid_sample(ref[:, 4:], self.grid(mv, BLOCK // 2, False), **kw)
+        return torch.cat([y.view(1, 4, h2, w2), uv], 1)
+
+
+def _synthesize_intra(self, latent, ref, quality: int):
+    from nvc.model import Reconstruction, to_8bit
+
+    backend = self._synthesis_backend
+    q = torch.tensor([quality], device=latent.y_hat.device)
+    x = backend.intra(self.gain.unscale(latent.y_hat, q)).to(latent.y_hat.device)
+    return Reconstruction(x if backend.rounds else to_8bit(x), latent.y_hat)
+
+
+def _synthesize_inter(self, latent, ref, quality: int):
+    from nvc.entropy.hyperprior import single_threaded
+    from nvc.model import Reconstruction, to_8bit
+
+    backend = self._synthesis_backend
+    q = torch.tensor([quality], device=latent.y_hat.device)
+    with single_threaded():  # the warp stays in torch fp32 (faster there than in the engines), one thread
+        pred = self._fast_motion_compensation(ref.x_hat, latent.mv)
+    x = backend.inter(self.gain.unscale(latent.y_hat, q), pred).to(latent.y_hat.device)
+    return Reconstruction(x if backend.rounds else to_8bit(x), latent.y_hat)
+
+
+def _frame_copy(frame_model: nn.Module, backend, synthesize) -> nn.Module:
+    """A shallow copy of a frame model (weights shared) whose `synthesize` runs `backend`."""
+    twin = copy.copy(frame_model)
+    twin.__class__ = type(f"{type(frame_model).__name__}Int8", (type(frame_model),), {"synthesize": synthesize})
+    object.__setattr__(twin, "_synthesis_backend", backend)
+    object.__setattr__(twin, "_fast_motion_compensation", FastMotionCompensation())
+    return twin
+
+
+def _with_backend(model, backend):
+    twin = copy.copy(model)
+    twin._modules = dict(model._modules)  # so that replacing intra/inter leaves `model` as it was
+    twin._modules["intra"] = _frame_copy(model.intra, backend, _synthesize_intra)
+    twin._modules["inter"] = _frame_copy(model.inter, backend, _synthesize_inter)
+    return twin
+
+
+def with_synthesis(model, engine: str = "torch", threads: int = 1, config: QuantConfig | None = None, **kwargs):
+    """The switch: `model` itself for "torch" (the fp32 reference), else a copy whose synthesis runs
+    in `engine` ("openvino" or "onnxruntime": int8; "torch-bf16": for comparison)."""
+    if engine == "torch":
+        return model
+    return _with_backend(model, synthesis_backend(model, engine, threads, config, **kwargs))
