@@ -40,3 +40,21 @@ def test_inter_training_runs_resumes_and_exports_a_video_model(tmp_path, capsys)
     _, ref = model.intra.compress(x[:1], None, 2)
     streams, rec = model.inter.compress(x[1:], ref, 2)
     assert torch.equal(model.inter.decompress(streams, ref, 64, 64, 2).x_hat, rec.x_hat)
+
+
+def test_v2_training_starts_from_the_shipped_weights_and_trains_i_frames_alone(tmp_path, capsys, carphone):
+    """A new machine resumes from the shipped fp16 weights (their CDF buffers sized as saved);
+    `--length 1` trains the I-frame model on single frames and leaves the P-frame model as it was."""
+    from nvc.models.registry import entry_by_name
+    from tools import train_v2
+
+    data = tmp_path / "clips"
+    data.mkdir()
+    (data / "clip.mp4").symlink_to(carphone)
+    train_v2.main(["--steps", "1", "--batch", "1", "--patch", "128", "--length", "1", "--data", str(data),
+                   "--out", str(tmp_path / "run"), "--export", str(tmp_path / "w.pt"), "--photo-share", "0",
+                   "--segments", "1", "--segment", "6", "--no-sample-clips", "--threads", "1"])
+    assert "starting from the shipped weights" in capsys.readouterr().out
+    shipped, trained = load_weights(entry_by_name("lean-mc-yuv420-v2").weights_path), load_weights(tmp_path / "w.pt")
+    assert not torch.equal(shipped.intra.g_s.out.weight, trained.intra.g_s.out.weight)
+    assert torch.equal(shipped.inter.g_s.out.weight, trained.inter.g_s.out.weight)

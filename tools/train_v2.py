@@ -61,6 +61,8 @@ def sequence_loss(model: LeanVideoModel, x: torch.Tensor, quality: torch.Tensor,
 
     def psnr(m):
         return 10 * math.log10(1 / max(m.item(), 1e-10))
+    if x.size(1) == 1:  # I-frames alone: no P-frame figures
+        return loss, (bpp[0].mean().item(), math.nan, psnr(mse[0].mean()), math.nan)
     return loss, (bpp[0].mean().item(), bpp[1:].mean().item(), psnr(mse[0].mean()), psnr(mse[1:].mean()))
 
 
@@ -138,7 +140,7 @@ def _average_gradients(model: torch.nn.Module) -> None:
 def main(argv=None) -> None:
     ap = training.arguments(__doc__, "runs/v2", steps=20000, batch=4, lr=2e-4, checkpoint_every=100,
                             export=entry_by_name(V2_MODEL).weights_path)
-    ap.add_argument("--length", type=int, default=5, help="frames per run (1 I-frame + P-frames, default 5)")
+    ap.add_argument("--length", type=int, default=5, help="frames per run (1 I-frame + P-frames, default 5; 1 trains the I-frame model alone)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"folder of training clips (default {DEFAULT_DATA})")
     ap.add_argument("--segment", type=int, default=40, help="frames per kept segment of a clip")
     ap.add_argument("--segments", type=int, default=4, help="segments kept per clip")
@@ -167,7 +169,7 @@ def main(argv=None) -> None:
     if not args.from_scratch and shipped.exists() and not (args.out / "checkpoint.pt").exists():
         from nvc.model import load_weights
 
-        model.load_state_dict(load_weights(shipped).state_dict())
+        model = load_weights(shipped).to(device)  # sized CDF buffers: a fresh model's are empty
         if _is_main():
             print(f"starting from the shipped weights {shipped.name}")
     checkpoints = training.Checkpoints(args.out)
@@ -204,8 +206,10 @@ def main(argv=None) -> None:
         step += 1
         logged = ema.add((loss.item(),) + logged)
         bar.update(1)
-        bar.set_postfix(loss=f"{logged[0]:.3f}", I_bpp=f"{logged[1]:.3f}", P_bpp=f"{logged[2]:.3f}",
-                        I_psnr=f"{logged[3]:.2f}", P_psnr=f"{logged[4]:.2f}")
+        shown = dict(loss=f"{logged[0]:.3f}", I_bpp=f"{logged[1]:.3f}", I_psnr=f"{logged[3]:.2f}")
+        if args.length > 1:
+            shown.update(P_bpp=f"{logged[2]:.3f}", P_psnr=f"{logged[4]:.2f}")
+        bar.set_postfix(**shown)
         if _is_main() and (step % args.checkpoint_every == 0 or step == args.steps):
             checkpoints.save(step, model, opt, aux_opt, logged)
     bar.close()
