@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from nvc.models.registry import DEFAULT_MODEL, entry_by_name
+from nvc.models.registry import DEFAULT_MODEL, entry_by_name, weights_hash
 from nvc.errors import NvcError
 from nvc.frames import YUVFrame
 from nvc.video import av_frame_to_yuv
@@ -101,8 +101,9 @@ class NvcCodec(Codec):
         load_shipped(entry_by_name(self.model), self.device)
 
     def settings(self, point: int, intra_period: int) -> dict:
+        """Includes the weights' hash: a point measured with other weights of the same model is stale."""
         return {"model": self.model, "quality": point, "intra_period": self.intra_period(intra_period),
-                "device": self.device}
+                "device": self.device, "weights": weights_hash(entry_by_name(self.model).weights_path).hex()}
 
     def encode(self, frames, fps, point, intra_period, path) -> None:
         from nvc.codec import Encoder
