@@ -51,10 +51,13 @@ def test_v2_training_starts_from_the_shipped_weights_and_trains_i_frames_alone(t
     data = tmp_path / "clips"
     data.mkdir()
     (data / "clip.mp4").symlink_to(carphone)
-    train_v2.main(["--steps", "1", "--batch", "1", "--patch", "128", "--length", "1", "--data", str(data),
-                   "--out", str(tmp_path / "run"), "--export", str(tmp_path / "w.pt"), "--photo-share", "0",
-                   "--segments", "1", "--segment", "6", "--no-sample-clips", "--threads", "1"])
+    args = ["--batch", "1", "--patch", "128", "--length", "1", "--data", str(data), "--out", str(tmp_path / "run"),
+            "--export", str(tmp_path / "w.pt"), "--photo-share", "0", "--segments", "1", "--segment", "6",
+            "--no-sample-clips", "--threads", "1", "--checkpoint-every", "1"]
+    train_v2.main(args + ["--steps", "1"])
     assert "starting from the shipped weights" in capsys.readouterr().out
+    train_v2.main(args + ["--steps", "2"])  # its checkpoint holds sized CDF tables; a fresh model's are empty
+    assert "resumed from" in capsys.readouterr().out
     shipped, trained = load_weights(entry_by_name("lean-mc-yuv420-v2").weights_path), load_weights(tmp_path / "w.pt")
     assert not torch.equal(shipped.intra.g_s.out.weight, trained.intra.g_s.out.weight)
     assert torch.equal(shipped.inter.g_s.out.weight, trained.inter.g_s.out.weight)

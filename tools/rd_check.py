@@ -36,6 +36,7 @@ from nvc.model import load_shipped, update_entropy_tables
 from nvc.models.lean import LeanConfig
 from nvc.models.registry import entry_by_name
 from nvc.video import read_frames
+from tools.training import load_model_state
 
 V2 = "lean-mc-yuv420-v2"
 
@@ -81,7 +82,7 @@ def bd(anchor: list[dict], test: list[dict]) -> float:
 
 def model_from_checkpoint(path: Path) -> LeanVideoModel:
     model = LeanVideoModel(LeanConfig())
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+    load_model_state(model, torch.load(path, map_location="cpu", weights_only=True)["model"])
     with torch.no_grad():  # as shipped: fp16 weights, tables from them
         for p in model.parameters():
             p.copy_(p.half().float())

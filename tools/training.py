@@ -86,6 +86,16 @@ def update(model: nn.Module, opt, aux_opt, loss: torch.Tensor, aux_loss, sync=No
     aux_opt.step()
 
 
+# CompressAI's integer CDF tables: rebuilt from the weights by `update()`, and sized only once built
+# (a checkpoint of a model that started from shipped weights holds them, a fresh model's are empty).
+CDF_BUFFERS = ("._quantized_cdf", "._offset", "._cdf_length", ".scale_table")
+
+
+def load_model_state(model: nn.Module, state: dict) -> None:
+    """Load a training checkpoint's weights into a fresh model (its CDF tables are left to `update()`)."""
+    model.load_state_dict({k: v for k, v in state.items() if not k.endswith(CDF_BUFFERS)}, strict=False)
+
+
 class Checkpoints:
     """`out/checkpoint.pt` (model, optimisers, step; written atomically) and `out/log.tsv`."""
 
@@ -99,7 +109,7 @@ class Checkpoints:
         if not self.path.exists():
             return 0
         ckpt = torch.load(self.path, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"], strict=False)
+        load_model_state(model, ckpt["model"])
         if not skip_optimizer:
             opt.load_state_dict(ckpt["opt"])
             aux_opt.load_state_dict(ckpt["aux_opt"])
