@@ -3,8 +3,8 @@
 The recipe of the design notes (docs/ARCHITECTURE.md, "Motion"): the encoder finds one vector per
 16x16 luma block (the latent's 1/16 grid) by block matching on luma, coarse to fine (a +-8 search
 at 1/4 scale covers +-32 px, then +-2 px at full scale, then half- and quarter-pel), preferring
-zero and the neighbours' vectors when they match about as well, so that fields stay smooth and cost
-few bits. Vectors are in quarter luma pixels (integers): that is what the motion stream codes.
+zero, the neighbours' vectors and their median when they match about as well, so that fields stay
+smooth and cost few bits. Vectors are in quarter luma pixels (integers): that is what the motion stream codes.
 
 The decoder interpolates the block field bilinearly between block centres (no block edges in the
 prediction, as overlapped block motion compensation intends) and warps the reference frame with
@@ -106,16 +106,24 @@ def _neighbour(mv: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
 
 
+def _median_prediction(mv: torch.Tensor) -> torch.Tensor:
+    """Each block's median of its left, top and top-right neighbours, component-wise: the vector
+    that `nvc.entropy.motion` codes as MEDIAN, nearly free (edges replicated)."""
+    left, top, corner = (_neighbour(mv, dy, dx) for dy, dx in ((0, -1), (-1, 0), (-1, 1)))
+    return torch.stack([left, top, corner]).median(0).values
+
+
 @torch.no_grad()
 def estimate_motion(cur: torch.Tensor, ref: torch.Tensor, lmbda: float = 128.0, passes: int = 3) -> torch.Tensor:
     """Rate-constrained block matching of luma planes (B, 1, H, W), H and W multiples of 16, in [0, 1].
 
     Returns (B, 2, H/16, W/16) int32 vectors in quarter pixels (x, y): ref[p + mv] predicts cur[p].
     Each block minimises SAD + lmbda * bits, SAD in 8-bit steps over the block and bits the
-    approximate cost of its difference to the left and upper neighbours (what `nvc.entropy.motion`
-    codes), by a few passes over the two checkerboard halves of the field (iterated conditional
-    modes) among its own best vector, its neighbours' vectors and zero. Larger `lmbda`: smoother,
-    cheaper fields.
+    approximate cost of its differences to its four neighbours (a smoothness proxy for what
+    `nvc.entropy.motion` codes: merges with a neighbour and median prediction), by a few passes over
+    the two checkerboard halves of the field (iterated conditional modes) among its own best vector,
+    zero, the median of its left, top and top-right neighbours (the coder's prediction) and its
+    neighbours' vectors. Larger `lmbda`: smoother, cheaper fields.
     """
     cur = cur.float() * 255
     ref = ref.float() * 255
@@ -153,8 +161,10 @@ def estimate_motion(cur: torch.Tensor, ref: torch.Tensor, lmbda: float = 128.0, 
                 best = torch.where(better, sad, best)
                 mv = torch.where(better, cand, mv)
 
-    # 3. rate: each half of the checkerboard in turn picks, among its own best vector, zero and its
-    # four neighbours' vectors, the one with the lowest SAD + lmbda * bits against its neighbours
+    # 3. rate: each half of the checkerboard in turn picks, among its own best vector, zero, the
+    # median prediction and its four neighbours' vectors, the one with the lowest SAD + lmbda * bits
+    # against its neighbours (a rate term with the coder's own mode costs was tried: at the same
+    # prediction PSNR it gave more bytes, its ICM settling in more local minima)
     own, own_sad = mv, best
     yy, xx = torch.meshgrid(torch.arange(hb, device=cur.device), torch.arange(wb, device=cur.device), indexing="ij")
     phases = [((yy + xx) % 2 == k)[None, None] for k in (0, 1)]
@@ -166,7 +176,7 @@ def estimate_motion(cur: torch.Tensor, ref: torch.Tensor, lmbda: float = 128.0, 
                 return sad + lmbda * sum(_vector_bits(cand - n) for n in neighbours)
 
             best_v, best_j = own, rd(own, own_sad)
-            for cand in [torch.zeros_like(mv)] + neighbours:
+            for cand in [torch.zeros_like(mv), _median_prediction(mv)] + neighbours:
                 j = rd(cand, cost(cand))
                 better = j < best_j
                 best_j = torch.where(better, j, best_j)

@@ -1,0 +1,96 @@
+"""The motion-field coder (merge modes + median prediction) and the motion search."""
+
+import numpy as np
+import pytest
+import torch
+
+from nvc.entropy.motion import EXPLICIT, MEDIAN, MotionCoder, field_from_modes, field_modes
+from nvc.errors import NvcError
+from nvc.models.motion import estimate_motion
+
+
+@pytest.fixture(scope="module")
+def coder():
+    c = MotionCoder()
+    c.update()
+    return c
+
+
+def _smooth_field(h=9, w=13, seed=0):
+    """A piecewise-constant field with a few quarter-pel outliers, like a search's output."""
+    rng = np.random.default_rng(seed)
+    mv = np.zeros((2, h, w), np.int32)
+    mv[:, :, w // 2 :] = np.array([24, -8])[:, None, None]  # a moving half
+    for _ in range(6):
+        mv[:, rng.integers(h), rng.integers(w)] += rng.integers(-9, 10, 2)
+    return torch.from_numpy(mv)[None]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (4, 1), (9, 13)])
+def test_round_trip(coder, shape):
+    rng = np.random.default_rng(1)
+    for mv in (torch.from_numpy(rng.integers(-300, 300, (1, 2, *shape)).astype(np.int32)),
+               _smooth_field(*shape) if shape[0] > 1 and shape[1] > 1 else torch.full((1, 2, *shape), 5, dtype=torch.int32)):
+        assert torch.equal(coder.decode(coder.encode(mv), shape), mv)
+
+
+def test_zero_field_costs_two_bytes_and_a_still_component_one(coder):
+    assert coder.encode(torch.zeros(1, 2, 4, 6, dtype=torch.int32)) == b"\xff\xff"
+    assert torch.equal(coder.decode(b"\xff\xff", (4, 6)), torch.zeros(1, 2, 4, 6, dtype=torch.int32))
+    mv = _smooth_field()
+    mv[0, 1] = 0
+    data = coder.encode(mv)
+    assert data[1] == 0xFF and torch.equal(coder.decode(data, (9, 13)), mv)
+
+
+def test_a_uniform_pan_is_nearly_free(coder):
+    """One explicit vector, the rest merge: a few bytes for 3,600 blocks (720p)."""
+    mv = torch.zeros(1, 2, 45, 80, dtype=torch.int32)
+    mv[0, 0], mv[0, 1] = 37, -5
+    modes, residuals = field_modes(mv[0].numpy())
+    assert (modes == EXPLICIT).sum() == 1 and (modes == MEDIAN).sum() == 45 * 80 - 1
+    assert np.array_equal(field_from_modes(modes, residuals), mv[0].numpy())
+    assert len(coder.encode(mv)) < 32
+
+
+def test_smooth_fields_cost_less_than_left_differences(coder):
+    """The merge modes beat the former left-difference coding on a field with a motion edge."""
+    from nvc.entropy.motion import field_differences
+
+    mv = _smooth_field(45, 80)
+    d = field_differences(mv[0].numpy())
+    left_bits = sum(coder._bits(c).min() for c in d if c.any())
+    assert 8 * len(coder.encode(mv)) < left_bits
+
+
+def test_corrupt_streams_raise_nvc_error(coder):
+    mv = _smooth_field(45, 80)
+    data = coder.encode(mv)
+    for bad in (b"", b"\x01", b"\xff\xff\x00", bytes([200, 200]) + data[2:], data[:2], data[:4],
+                data[:3] + b"\xff\xff\xff\xff\x7f" + data[4:], data[:2] + bytes([250]) + data[3:]):
+        with pytest.raises(NvcError):
+            coder.decode(bad, (45, 80))
+    # random damage: an NvcError or some field of the right shape, never another exception or a hang
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        damaged = bytearray(data)
+        for _ in range(rng.integers(1, 4)):
+            damaged[rng.integers(len(damaged))] = rng.integers(256)
+        cut = len(damaged) if rng.random() < 0.7 else rng.integers(len(damaged))
+        try:
+            out = coder.decode(bytes(damaged[:cut]), (45, 80))
+        except NvcError:
+            continue
+        assert out.shape == (1, 2, 45, 80) and out.dtype == torch.int32
+
+
+def test_search_keeps_a_pan_free_to_code(coder):
+    """A translated texture: the searched field is one vector, coded in a few bytes."""
+    rng = np.random.default_rng(0)
+    base = torch.nn.functional.interpolate(torch.from_numpy(rng.random((1, 1, 40, 56))).float(), size=(160, 224),
+                                           mode="bicubic", align_corners=False).clamp(0, 1)
+    moved = torch.roll(base, (4, -6), (2, 3))  # cur[p] = ref[p + (6, -4)]
+    mv = estimate_motion(moved, base)
+    inner = mv[0, :, 1:-1, 1:-1].reshape(2, -1)
+    assert (inner == torch.tensor([[24], [-16]])).all(0).float().mean() > 0.9
+    assert len(coder.encode(mv)) < 40
