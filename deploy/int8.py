@@ -2,28 +2,45 @@
 
 The decoder's pixel path, g_s of the I- and the P-frame model, is exported to ONNX (dynamic height
 and width), quantized to int8 by `onnxruntime.quantization` (static QDQ: int8 weights per output
-channel, 8-bit activations calibrated on the y_hat and prediction tensors that encoding real frames
-of the *training* clips produces, every quality level) and run by OpenVINO or ONNX Runtime on a
-fixed number of CPU threads. The fp32 PyTorch path stays the reference twin behind one switch:
+channel, u8 activations per tensor, calibrated on the latents and predictions that encoding real
+frames of the *training* clips produces, at every quality level) and run by OpenVINO (the default:
+fastest here) or ONNX Runtime on a fixed number of CPU threads. The fp32 PyTorch path stays the
+reference twin behind one switch:
 
     from nvc.deploy.int8 import with_synthesis
-    model_int8 = with_synthesis(model, "openvino")    # or "onnxruntime"; "torch" is `model` itself
+    model_int8 = with_synthesis(model, "openvino")    # "onnxruntime"; "torch" returns `model` itself
     streams, rec = model_int8.inter.compress(x, ref, quality)   # the encoder runs the same synthesis
+    rec = model_int8.inter.decompress(streams, ref, height, width, quality)
 
 `with_synthesis` returns a copy of the model whose frame models' `synthesize` (and so `compress`
-and `decompress`) run g_s in the engine; the weights are shared, the model passed in is not changed.
-The bilinear motion-compensation warp and the final rounding to the 8-bit grid stay in torch (fp32,
-one thread), as in the reference; see `MEASURED` for why.
+and `decompress`) run g_s in the engine; weights are shared and the model passed in is unchanged.
+The codec's switch is `nvc.Encoder(..., engine="openvino")` ("int8" = OpenVINO, "onnxruntime",
+"torch"): the header records the engine and a hash of the int8 graphs, and `nvc.open` decodes with
+the same engine on one engine thread, so its frames are the encoder's reconstructions bit for bit
+at any torch thread count (tests/test_int8.py).
+The engine also rounds to the 8-bit grid (`to_8bit`) and hands back bytes. The P-frame's bilinear
+warp stays in torch fp32 on one thread, as `FastMotionCompensation` (the same function as
+`models.motion.predict_packed` to ~1e-4, 2.5x faster; exported to OpenVINO the reference warp was
+slower than in torch). With a fixed engine and thread count the output is a function of the input
+(tested; 1 and 2 threads give the same bytes: integer accumulation); across engines it is not
+(OpenVINO and ONNX Runtime requantize differently), so encoder and decoder must use the same one.
 
-What the graph changes, all exact: ReLU is moved before PixelShuffle (they commute), so that every
-conv fuses with its ReLU and the shuffle moves 8-bit data; the P-frame's `pixel_unshuffle(pred)`
-is ONNX SpaceToDepth with the input channels of the conv that reads it permuted to match; the final
-`pred + residual` and the convs whose inputs are not 8-bit friendly stay float (`QuantConfig`).
+Speed per engine and PSNR loss per quality level: `python -m tools.bench_int8` (README). Measured
+with the shipped weights and this recipe on held-out 08_driving (8 frames, open loop: the fp32
+encoder's streams decoded by the engine along its own references): PSNR-YUV int8 - fp32 at q0
++0.0016 dB (OpenVINO) / +0.0007 (ONNX Runtime), at q1 -0.0024 / -0.0039.
 
-Built engines are cached under `$NVC_CACHE` (default `~/.cache/nvc`) `/int8/`, keyed by a hash of
-the model's weights and of the quantization recipe, so a new weights file rebuilds them the first
-time it is used (`python -m tools.bench_int8` does that and measures the result). The quantized
-graph is shape-agnostic; an engine is compiled for each frame size when that size is first met.
+The graph given to the engines (`SynthesisGraph`) is g_s rewritten without changing its function,
+for 8-bit arithmetic and for the engines' kernels: ReLU before PixelShuffle (they commute), so
+every conv fuses with its ReLU and the shuffles move bytes; DCR-ordered shuffles; the P-frame's
+`pixel_unshuffle(pred)` and conv as one stride-2 conv; the convs that read `cat([features, pred])`
+split so that each input gets its own 8-bit scale; `pred + conv(pred)` folded into one conv.
+
+Built graphs are cached under `$NVC_CACHE` (default `~/.cache/nvc`) `/int8/`, keyed by a hash of
+the model's weights and of the recipe (`QuantConfig`), with the calibration inputs beside them: a
+new weights file is calibrated and quantized the first time it is used (a few minutes), and
+`python -m tools.bench_int8 --clip CLIP` rebuilds and re-measures in one command. An engine is
+compiled for each frame size when that size is first met (~0.5 s).
 """
 
 from __future__ import annotations
@@ -34,7 +51,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +63,10 @@ ENGINES = ("torch", "torch-bf16", "openvino", "onnxruntime")  # torch: the fp32 
 INT8_ENGINES = ("openvino", "onnxruntime")
 FORMAT_VERSION = 6  # bump when the exported graph or the quantization code changes meaning
 CALIBRATION_VERSION = 3  # bump when the calibration inputs change meaning
-TRAIN_CLIPS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "train"
+# The training clips (calibration data); the repository's ../shared/data/train unless NVC_TRAIN_CLIPS says.
+TRAIN_CLIPS = Path(os.environ.get("NVC_TRAIN_CLIPS",
+                                  Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "train"))
 
-# What was measured (720p, 1 thread, 2-core Zen 5; `python -m tools.bench_int8`) and decided from it
-# is in the report of the issue and in the README; this module keeps only the mechanism.
 
 
 def cache_dir() -> Path:
@@ -60,7 +77,10 @@ def cache_dir() -> Path:
 class QuantConfig:
     """The quantization recipe; part of the cache key."""
 
-    calibrate: str = "minmax"  # onnxruntime CalibrationMethod: minmax | percentile | entropy
+    # onnxruntime CalibrationMethod: minmax | percentile | entropy. Percentile: ranges clipped at the
+    # 99.999th percentile of the calibration data, so that rare outliers do not widen the 8-bit steps
+    # (compare with `python -m tools.bench_int8 --calibrate minmax`).
+    calibrate: str = "percentile"
     percentile: float = 99.999
     activations: str = "u8"  # u8 (u8 x s8 VNNI) or s8
     float_convs: tuple[str, ...] = ()  # convs of `SynthesisGraph` left in float (see CONVS)
@@ -93,9 +113,9 @@ def weights_digest(model: nn.Module) -> str:
 
 class _DepthToSpace(torch.autograd.Function):
     """ONNX DepthToSpace, mode DCR (blocksize 2): out[c, 2y + i, 2x + j] = x[(i*2 + j)*C + c]. In the
-    engines' channels-last layout this moves whole runs of C channels, where torch's order (CRD,
-    x[c*4 + i*2 + j]) gathers them one by one (3x slower in OpenVINO); the producing conv's output
-    channels are permuted to match (`_dcr`)."""
+    engines' channels-last layout this moves runs of C channels, where torch's order (CRD,
+    x[c*4 + i*2 + j]) gathers them (OpenVINO at 720p: 0.66 -> 0.11 ms at 1/16, 1.5 -> 1.2 at 1/8);
+    the producing conv's output channels are permuted to match (`_dcr`)."""
 
     @staticmethod
     def forward(ctx, x):  # noqa: D102
@@ -132,26 +152,28 @@ def _unshuffled_conv(conv: nn.Conv2d) -> nn.Conv2d:
     return big
 
 
-def _split_conv(conv: nn.Conv2d, first: int, perm: list[int] | None = None) -> tuple[nn.Conv2d, nn.Conv2d]:
-    """conv(cat([a, b])) = conv_a(a) + conv_b(b): the input channels [:first] and [first:] (the
-    latter reordered by `perm`), the bias with conv_a."""
+def _split_conv(conv: nn.Conv2d, first: int) -> tuple[nn.Conv2d, nn.Conv2d]:
+    """conv(cat([a, b])) = conv_a(a) + conv_b(b): the input channels [:first] and [first:], the bias
+    with conv_a."""
     a = nn.Conv2d(first, conv.out_channels, conv.kernel_size, padding=conv.padding)
     b = nn.Conv2d(conv.in_channels - first, conv.out_channels, conv.kernel_size, padding=conv.padding, bias=False)
     with torch.no_grad():
         a.weight.copy_(conv.weight[:, :first])
         a.bias.copy_(conv.bias)
-        wb = conv.weight[:, first:]
-        b.weight.copy_(wb if perm is None else wb[:, perm])
+        b.weight.copy_(conv.weight[:, first:])
     return a, b
 
 
 class SynthesisGraph(nn.Module):
-    """g_s rewritten for int8 engines; the same weights and function as `Synthesis` (to float rounding).
+    """g_s rewritten for int8 engines, followed by `to_8bit` as bytes: the same function as
+    `to_8bit(Synthesis(...))` up to float rounding (a byte may differ by 1 where a sum rounds
+    differently).
 
     The prediction enters at 1/4 resolution through a stride-2 conv (`_unshuffled_conv`) rather
-    than pixel_unshuffle and a conv. The P-frame convs that read `cat([features, prediction])` are split in two (conv of each part,
-    summed): a per-tensor 8-bit scale shared by ReLU features (0..~20) and the prediction (0..1)
-    would quantize the prediction to ~1/12 of its 8-bit steps; split, each input has its own scale.
+    than pixel_unshuffle and a conv. The P-frame convs that read `cat([features, prediction])` are
+    split in two (conv of each part, summed): a per-tensor 8-bit scale shared by ReLU features
+    (0..~20) and the prediction (0..1) would quantize the prediction to ~1/12 of its 8-bit steps;
+    split, each input has its own scale.
     The output's `pred + conv(pred)` is one conv with the identity added to its centre taps: the
     trained conv is close to minus the identity (the net replaces the prediction rather than
     correcting it), so the sum has ~50x smaller weights, and int8 rounding of the weights, whose
@@ -373,7 +395,7 @@ def _cached_calibration_inputs(model, config: QuantConfig, clip_dir: Path, log) 
     samples = {"intra": rec.intra_inputs, "inter": rec.inter_inputs}
     arrays = {f"{kind}_count": np.array(len(v)) for kind, v in samples.items()}
     arrays.update({f"{kind}/{i}/{k}": a for kind, v in samples.items() for i, d in enumerate(v) for k, a in d.items()})
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(path)
     return samples
@@ -392,7 +414,7 @@ def build(model, config: QuantConfig | None = None, clip_dir: Path = TRAIN_CLIPS
     for kind in ("intra", "inter"):
         fp32 = folder / f"{kind}.fp32.onnx"
         export_onnx(getattr(model, kind).g_s, fp32)
-        tmp = paths[kind].with_suffix(".tmp")
+        tmp = paths[kind].with_suffix(f".{os.getpid()}.tmp")
         quantize_onnx(fp32, tmp, samples[kind], config)
         tmp.replace(paths[kind])
     (folder / "recipe.json").write_text(json.dumps({"format": FORMAT_VERSION, **asdict(config)}, indent=1))
@@ -409,8 +431,10 @@ class _OpenVINO:
 
         self._core = ov.Core()
         self._model = self._core.read_model(str(path))
+        # f32 for whatever is not int8; CACHE_DIR keeps compiled engines (per graph, shape and
+        # settings) on disk: the first frame of a new size costs ~0.5 s once, not in every process.
         self._config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-                        "INFERENCE_PRECISION_HINT": "f32"}
+                        "INFERENCE_PRECISION_HINT": "f32", "CACHE_DIR": str(cache_dir() / "openvino")}
         self._requests: dict[tuple, object] = {}
 
     def _request(self, shapes: tuple):

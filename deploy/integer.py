@@ -746,3 +746,45 @@ def decompress_latent(codec: MultiStepLatentCodec, twin: IntegerEntropyParameter
             symbols[:, group] = part
         y_hat = torch.where(masks[s][None], torch.where(coded, symbols + means, means), y_hat)
     return y_hat
+
+
+# ---------------------------------------------------------------- the codec's switch
+
+
+class IntegerLatentCodec:
+    """A `MultiStepLatentCodec` whose entropy parameters are the integer twin's: the same
+    `compress` / `decompress` calls (streams laid out alike), except that a P-frame's `prior` is
+    (previous y_hat, mv) *unwarped* (`warps_prior`: the twin warps it in integers). Anything else
+    (tables, `steps`, the nets) is the float codec's."""
+
+    warps_prior = True
+
+    def __init__(self, codec: MultiStepLatentCodec, twin: IntegerEntropyParameters):
+        self.codec, self.twin = codec, twin
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["codec"], name)
+
+    def compress(self, y, prior=None, steps=None, stats=None):
+        return compress_latent(self.codec, self.twin, y, prior, steps, stats)
+
+    def decompress(self, z_stream, y_streams, latent_shape, prior=None):
+        return decompress_latent(self.codec, self.twin, z_stream, y_streams, latent_shape, prior)
+
+
+def with_integer_parameters(model, preset: str = "default"):
+    """A copy of a v2 model (`LeanVideoModel`, or a copy from `nvc.deploy.int8.with_synthesis`) whose
+    I- and P-frame models code their latents with integer entropy parameters (`PRESETS[preset]`,
+    built from the model's weights); weights are shared and `model` is unchanged. Encoder and
+    decoder must both use it: the symbols differ from those of the float parameters."""
+    import copy
+
+    twin = copy.copy(model)
+    twin._modules = dict(model._modules)
+    for kind in ("intra", "inter"):
+        frame_model = copy.copy(model._modules[kind])
+        codec = frame_model.latent_codec
+        object.__setattr__(frame_model, "latent_codec", IntegerLatentCodec(
+            codec, IntegerEntropyParameters.from_codec(codec, PRESETS[preset])))
+        twin._modules[kind] = frame_model
+    return twin

@@ -1,11 +1,12 @@
 """Frame decoding with the PyAV contract, serial or pipelined over two cores.
 
-    decoder = FrameDecoder(model, header, pipelined=True)
+    decoder = FrameDecoder(model, height, width, pipelined=True, output=to_frame)
     for packet in packets:
         for result in decoder.decode(packet):   # may hold a frame back
-            ...
+            ...                                 # result.frame = to_frame(result.reconstruction)
     for result in decoder.flush():              # the frames still held
         ...
+    decoder.timings                             # seconds per stage, accumulated
 
 A frame's decoding has two halves that need different inputs (DESIGN, "Data flow"): entropy
 decoding (`decode_latent`: streams, the previous frame's *latent*, never pixels) and synthesis
@@ -15,12 +16,17 @@ and torch release the GIL, so the two run on two cores. Each half keeps its own 
 worker the previous latent, the caller the previous reconstruction), both in decoding order, so the
 pipelined decoder yields exactly the frames of the serial one (tested), errors included: a damaged
 packet yields an error result and breaks both reference chains until the next I-frame.
+
+`model` is whatever runs the frames: the shipped model or a deployed copy (`nvc.codec.deployed_model`:
+int8 synthesis, integer entropy parameters); the decoder does not need to know which.
 """
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 
@@ -36,14 +42,34 @@ class DecodedFrame:
     index: int
     reconstruction: Reconstruction | None
     error: NvcError | None = None
+    frame: Any = None  # `output(reconstruction)` when the decoder was given an `output` function
+
+
+STAGES = ("entropy", "synthesis", "output", "entropy_wait")
 
 
 class FrameDecoder:
-    """Packets in decoding order -> `DecodedFrame`s in the same order (see the module docstring)."""
+    """Packets in decoding order -> `DecodedFrame`s in the same order (see the module docstring).
 
-    def __init__(self, model, height: int, width: int, pipelined: bool = False):
+    `output`, if given, turns each reconstruction into the caller's frame (crop, colour conversion)
+    on the caller's thread; its result is `DecodedFrame.frame`.
+
+    `timings` (dict[str, float]): seconds spent so far in each stage, summed over frames, wall clock:
+    "entropy" (`decode_latent`: entropy parameters and symbol decoding, with the motion field; on
+    the worker thread when pipelined), "synthesis" (`synthesize`: motion compensation and g_s),
+    "output" (the `output` function), and "entropy_wait" (pipelined: time the caller's thread waited
+    for the worker; entropy decoding not hidden behind synthesis). Demuxing (reading packets) is the
+    caller's. Serial, the stages add up to the decoding time; pipelined, about synthesis + output +
+    entropy_wait. `frames` counts the frames finished.
+    """
+
+    def __init__(self, model, height: int, width: int, pipelined: bool = False,
+                 output: Callable[[Reconstruction], Any] | None = None):
         self.model = model
         self.height, self.width = height, width  # the padded (coded) luma size
+        self.output = output
+        self.timings: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        self.frames = 0
         self._pool = None
         if pipelined:
             # One intra-op thread for each of the two decoding threads, set once: the float entropy
@@ -73,6 +99,7 @@ class FrameDecoder:
                 ref = Reconstruction(None, self._latent_ref[1])
             if not 0 <= packet.quality < self.model.config.quality_levels:
                 raise NvcError(f"invalid quality {packet.quality} in frame {index}")
+            t0 = time.perf_counter()
             try:
                 latent = self._frame_model(packet.frame_type).decode_latent(list(packet.streams), ref, self.height,
                                                                             self.width)
@@ -80,6 +107,8 @@ class FrameDecoder:
                 raise NvcError(f"{e} in frame {index}") from None
             except (ValueError, RuntimeError, IndexError) as e:
                 raise NvcError(f"corrupt latent data in frame {index}: {e}") from None
+            finally:
+                self.timings["entropy"] += time.perf_counter() - t0
         except NvcError:
             self._latent_ref = None
             raise
@@ -87,19 +116,29 @@ class FrameDecoder:
         return packet, latent
 
     def _synthesis(self, entropy: Future | tuple, index: int) -> list[DecodedFrame]:
+        t0 = time.perf_counter()
         try:
             packet, latent = entropy.result() if isinstance(entropy, Future) else entropy
         except NvcError as e:
             self._pixel_ref = None
+            self.frames += 1
             return [DecodedFrame(index, None, e)]
+        finally:
+            self.timings["entropy_wait"] += time.perf_counter() - t0
         ref = None
         if packet.frame_type == FrameType.P:
             if self._pixel_ref is None or self._pixel_ref[0] != index - 1:  # cannot happen: the latent chain held
                 raise RuntimeError(f"frame {index}: synthesis reference out of step with entropy decoding")
             ref = self._pixel_ref[1]
+        t0 = time.perf_counter()
         rec = self._frame_model(packet.frame_type).synthesize(latent, ref, packet.quality)
         self._pixel_ref = (index, rec)
-        return [DecodedFrame(index, rec)]
+        t1 = time.perf_counter()
+        frame = self.output(rec) if self.output is not None else None
+        self.timings["synthesis"] += t1 - t0
+        self.timings["output"] += time.perf_counter() - t1
+        self.frames += 1
+        return [DecodedFrame(index, rec, frame=frame)]
 
     def decode(self, packet: FramePacket | DamagedPacket) -> list[DecodedFrame]:
         """Start decoding `packet`; returns the frames finished meanwhile (pipelined: the previous one)."""
@@ -108,6 +147,7 @@ class FrameDecoder:
                 entropy = self._entropy(packet)
             except NvcError as e:
                 self._pixel_ref = None
+                self.frames += 1
                 return [DecodedFrame(packet.frame_index, None, e)]
             return self._synthesis(entropy, packet.frame_index)
         started = (self._pool.submit(self._entropy, packet), packet.frame_index)  # queued after the previous one

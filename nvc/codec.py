@@ -5,14 +5,23 @@ Frames are coded in low-delay order (`nvc.gop`): an I-frame (intra model) starts
 `intra_period` frames, the others are P-frames coded from the previous decoded frame (inter model,
 `nvc.model`). The container records the model id and the hash of its weights, and a decoder with
 other weights refuses the file.
+
+The encoder chooses how the v2 model runs (`engine=`, `entropy=`) and the header records it: the
+synthesis engine ("torch", the fp32 reference on one thread, or an int8 engine of
+`nvc.deploy.int8`: "openvino", "onnxruntime"; "int8" names the default one, `DEFAULT_INT8_ENGINE`)
+and the entropy parameters ("float", or "integer": `nvc.deploy.integer`). The encoder's
+reconstruction is what the decoder computes with the same choice, so a decoder (`Reader`,
+`nvc.open`) runs what the stream names, whatever the caller's thread count.
 """
 
 from __future__ import annotations
 
 import builtins
+import hashlib
 import os
 import sys
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from fractions import Fraction
 from typing import BinaryIO, Iterator
 
@@ -23,8 +32,8 @@ from nvc.models.config import DEFAULT_QUALITY
 from nvc.models.registry import DEFAULT_MODEL, MODEL_TABLE, entry_by_name
 from nvc.models.transforms import PAD_MULTIPLE, pack_yuv420, unpack_yuv420
 from nvc.atomic import AtomicPath
-from nvc.container import (END_OF_STREAM, ChromaLocation, ColorRange, ColorSpace, DamagedPacket, FramePacket,
-                           FrameType, StreamHeader, read_packets)
+from nvc.container import (END_OF_STREAM, ChromaLocation, ColorRange, ColorSpace, DamagedPacket, EntropyParameters,
+                           FramePacket, FrameType, StreamHeader, SynthesisEngine, read_packets)
 from nvc.errors import NvcError
 from nvc.frames import YUVFrame, chroma_size
 from nvc.gop import DEFAULT_INTRA_PERIOD, ReferenceBuffer, check_intra_period, frame_type, next_intra
@@ -62,6 +71,64 @@ def resolve_device(device: str) -> str:
     return device
 
 
+ENGINES = ("torch", "int8", "openvino", "onnxruntime")  # what `Encoder(engine=...)` takes
+DEFAULT_ENGINE = "torch"
+DEFAULT_INT8_ENGINE = "openvino"  # the fastest int8 engine measured here (README, "Real-time decoding")
+ENTROPY_PARAMETERS = ("float", "integer")  # what `Encoder(entropy=...)` takes
+DEFAULT_ENTROPY = "float"
+DEPLOYABLE_MODELS = ("lean-mc-yuv420-v2",)  # the models that int8 synthesis and integer parameters exist for
+
+
+def synthesis_engine(name: str) -> SynthesisEngine:
+    """An `engine=` name ("int8": the default int8 engine) as the header's enum."""
+    if name not in ENGINES:
+        raise NvcError(f"unknown synthesis engine {name!r} (one of {', '.join(ENGINES)})")
+    return SynthesisEngine[(DEFAULT_INT8_ENGINE if name == "int8" else name).upper()]
+
+
+def entropy_parameters(name: str) -> EntropyParameters:
+    if name not in ENTROPY_PARAMETERS:
+        raise NvcError(f"unknown entropy parameters {name!r} (one of {', '.join(ENTROPY_PARAMETERS)})")
+    return EntropyParameters[name.upper()]
+
+
+def _log(message: str) -> None:
+    print(f"nvc: {message}", file=sys.stderr, flush=True)
+
+
+@lru_cache(maxsize=8)
+def deployed_model(entry, device: str, engine: SynthesisEngine, entropy: EntropyParameters):
+    """(model, weights hash, synthesis id) of a shipped model run as `engine` and `entropy` say:
+    copies of the shipped model that share its weights (`nvc.deploy`). The synthesis id is the
+    int8 graphs' hash prefix (zeros for torch). An int8 engine's graphs are built from the weights
+    the first time (calibration on the training clips, minutes; cached under $NVC_CACHE)."""
+    model, weights_hash = load_shipped(entry, device)
+    synthesis_id = bytes(8)
+    if engine == SynthesisEngine.TORCH and entropy == EntropyParameters.FLOAT:
+        return model, weights_hash, synthesis_id
+    if entry.name not in DEPLOYABLE_MODELS:
+        raise NvcError(f"{engine.label} synthesis and {entropy.label} entropy parameters: only "
+                       f"{', '.join(DEPLOYABLE_MODELS)} has them ({entry.name} runs torch and float)")
+    if entropy == EntropyParameters.INTEGER:
+        from nvc.deploy.integer import with_integer_parameters
+
+        model = with_integer_parameters(model)
+    if engine != SynthesisEngine.TORCH:
+        try:
+            from nvc.deploy.int8 import with_synthesis
+
+            model = with_synthesis(model, engine.label, threads=1, log=_log)
+        except ImportError as e:
+            raise NvcError(f"{engine.label} int8 synthesis needs {e.name} (pip install {e.name})") from None
+        except FileNotFoundError as e:
+            raise NvcError(f"cannot build the int8 graphs: {e}") from None
+        digest = hashlib.sha256()
+        for kind in ("intra", "inter"):
+            digest.update(model.intra._synthesis_backend.paths[kind].read_bytes())
+        synthesis_id = digest.digest()[:8]
+    return model, weights_hash, synthesis_id
+
+
 @dataclass(frozen=True)
 class EncodedFrame:
     index: int
@@ -81,17 +148,22 @@ class Encoder:
     def __init__(self, output: str | os.PathLike | BinaryIO, width: int, height: int, fps=Fraction(25),
                  quality: int = DEFAULT_QUALITY, model: str = DEFAULT_MODEL, device: str = "cpu",
                  colorspace: str = "unknown", intra_period: int = DEFAULT_INTRA_PERIOD, color_range: str = "unknown",
-                 chroma_location: str = "unknown", sar: Fraction | tuple[int, int] | None = None):
+                 chroma_location: str = "unknown", sar: Fraction | tuple[int, int] | None = None,
+                 engine: str = DEFAULT_ENGINE, entropy: str = DEFAULT_ENTROPY):
         """`colorspace` (bt709, bt601), `color_range` (tv, pc), `chroma_location` (left, center) and
         `sar` (sample aspect ratio) describe the source; they go into the header, "unknown" or None
-        when not known."""
+        when not known. `engine` runs synthesis (`ENGINES`: "torch" the fp32 reference, "int8" =
+        `DEFAULT_INT8_ENGINE`, "openvino", "onnxruntime") and `entropy` the entropy parameters
+        ("float", "integer"), here and in every decoder of the file (the header records both);
+        other than torch and float for lean-mc-yuv420-v2 only."""
         if width <= 0 or height <= 0:
             raise NvcError(f"invalid frame size {width}x{height}")
         check_intra_period(intra_period)
         entry = _model_entry(model)
         self.device = resolve_device(device)
         keep_freed_memory()
-        self.model, weights_hash = load_shipped(entry, self.device)
+        self.engine, self.entropy = synthesis_engine(engine), entropy_parameters(entropy)
+        self.model, weights_hash, synthesis_id = deployed_model(entry, self.device, self.engine, self.entropy)
         if self.model.inter is None and intra_period != 1:
             raise NvcError(f"model {entry.name} codes I-frames only: use --intra-period 1")
         levels = self.model.config.quality_levels
@@ -101,7 +173,8 @@ class Encoder:
         self.header = StreamHeader(entry.id, weights_hash, width, height, fps.numerator, fps.denominator,
                                    ColorSpace.from_name(colorspace), 0, intra_period, quality,
                                    _enum_by_name(ColorRange, color_range), _enum_by_name(ChromaLocation, chroma_location),
-                                   header_sar(sar))
+                                   header_sar(sar), synthesis=self.engine, entropy_params=self.entropy,
+                                   synthesis_id=synthesis_id)
         self._references = ReferenceBuffer()
         self.frames_written = 0
         self.bytes_written = 0
@@ -268,6 +341,7 @@ class Reader:
             self.close()
             raise
         self._model: VideoModel | None = None
+        self.timings: dict[str, float] = {}  # FrameDecoder.timings of the current iteration
 
     @property
     def model_name(self) -> str:
@@ -285,10 +359,14 @@ class Reader:
         if entry is None:
             known = ", ".join(f"{e.id} ({e.name})" for e in MODEL_TABLE.values())
             raise NvcError(f"file needs model id {h.model_id}, which this nvc does not have (known: {known})")
-        model, weights_hash = load_shipped(entry, self.device)
+        model, weights_hash, synthesis_id = deployed_model(entry, self.device, h.synthesis, h.entropy_params)
         if weights_hash != h.weights_hash:
             raise NvcError(f"weights hash differs: encoded with {entry.name} weights {h.weights_hash.hex()[:16]}, "
                            f"this nvc has {weights_hash.hex()[:16]}")
+        if synthesis_id != h.synthesis_id:
+            raise NvcError(f"the {h.synthesis.label} int8 graphs differ: encoded with {h.synthesis_id.hex()}, "
+                           f"this nvc built {synthesis_id.hex()} (int8 graphs are built per machine from the "
+                           "training clips; decode where the file was encoded, or encode with --engine torch)")
         if h.version == 1 and h.substreams != model.config.substreams:
             raise NvcError(f"file has {h.substreams} substreams per frame, {entry.name} uses {model.config.substreams}")
         return model
@@ -307,13 +385,15 @@ class Reader:
 
         self.load()
         h = self.header
-        decoder = FrameDecoder(self._model, padded_size(h.height), padded_size(h.width), self.pipelined)
+        decoder = FrameDecoder(self._model, padded_size(h.height), padded_size(h.width), self.pipelined,
+                               output=lambda rec: self._output(tensor_to_frame(rec.x_hat, h.height, h.width)))
+        self.timings = decoder.timings  # seconds per stage (FrameDecoder.timings), filled as frames come out
         state = {"last": None, "losing": False}  # the last frame output; whether the current GOP is lost
 
         def emit(results) -> Iterator:
             for result in results:
                 if result.error is None:
-                    frame, state["losing"] = tensor_to_frame(result.reconstruction.x_hat, h.height, h.width), False
+                    frame, state["losing"] = result.frame, False
                 else:
                     message = f"{result.error}; {self._lost_frames(result.index)}"
                     if not self.conceal:
@@ -321,9 +401,10 @@ class Reader:
                     if self.on_damage is not None and not state["losing"]:
                         self.on_damage(f"{message}, the last good frame is repeated in their place")
                     state["losing"] = True
-                    frame = state["last"] if state["last"] is not None else YUVFrame.gray(h.width, h.height)
+                    frame = state["last"] if state["last"] is not None else self._output(YUVFrame.gray(h.width,
+                                                                                                        h.height))
                 state["last"] = frame
-                yield self._output(frame)
+                yield frame
 
         packets = read_packets(self._file, h, skip_damaged=True)
         submitted = 0

@@ -3,10 +3,10 @@
 Readable from a pipe front to back without seeking; pure Python (no torch), so that `nvc info` and
 any tool can parse a file cheaply. All fixed-size integers are big-endian.
 
-File header, format version 2 (60 bytes)::
+File header, format version 3 (69 bytes)::
 
     magic          4s  b"NVC\\x1a"
-    version        u8  2 (this module writes 2 and reads 1 and 2)
+    version        u8  3 (this module writes 3 and reads 1, 2 and 3)
     model_id       u16 id in nvc.models.registry.MODEL_TABLE (frozen; never reused)
     weights_hash   16s first 16 bytes of SHA-256 of the model's weights file
     width, height  u32 u32 luma size in pixels (any size; the codec pads and crops)
@@ -18,7 +18,17 @@ File header, format version 2 (60 bytes)::
     frame_count    u32 0 when unknown (a stream written to a pipe)
     intra_period   i32 1: every frame is an I-frame; N: an I-frame every N; -1: only the first
     quality        u8  quality level the stream was encoded at
+    synthesis      u8  the engine that ran synthesis in the encoder, which the decoder must run to
+                       reproduce its pixels bit for bit: 0 torch fp32 (the reference), 1 OpenVINO int8,
+                       2 ONNX Runtime int8 (`SynthesisEngine`)
+    entropy_params u8  how the entropy parameters were computed: 0 float on one thread, 1 integer
+                       (`nvc.deploy.integer`, preset "default"; the same indices on any machine)
+    synthesis_id   8s  an int8 engine's graphs: first 8 bytes of SHA-256 of them (a decoder with other
+                       graphs refuses the file); zeros for torch
     header_crc     u32 CRC32 of the bytes above
+
+Version 2 (59 bytes) is version 3 without synthesis, entropy_params and synthesis_id: read as
+torch and float.
 
 Packet, one per frame, in decoding order::
 
@@ -51,9 +61,10 @@ from typing import BinaryIO, Iterator
 from nvc.errors import NvcError
 
 MAGIC = b"NVC\x1a"
-VERSION = 2
+VERSION = 3
 _HEADER_V1 = struct.Struct(">4sBH16sIIIIBIiBB")
-_HEADER = struct.Struct(">4sBH16sIIIIBBBHHIiB")
+_HEADER_V2 = struct.Struct(">4sBH16sIIIIBBBHHIiB")
+_HEADER = struct.Struct(">4sBH16sIIIIBBBHHIiBBB8s")
 _CRC = struct.Struct(">I")
 _PACKET_LEN = struct.Struct(">I")
 _PACKET_FIXED = struct.Struct(">BBIB")  # frame type, quality, frame index, stream count
@@ -76,8 +87,31 @@ class ColorSpace(IntEnum):
         return {"bt709": cls.BT709, "bt601": cls.BT601}.get(name, cls.UNKNOWN)
 
 
+class SynthesisEngine(IntEnum):
+    """What ran synthesis in the encoder (and must run it in the decoder); names as `engine=` takes them."""
+
+    TORCH = 0  # fp32 PyTorch on one thread: the reference
+    OPENVINO = 1  # int8 graphs of nvc.deploy.int8 in OpenVINO
+    ONNXRUNTIME = 2  # the same graphs in ONNX Runtime (other requantization: other pixels)
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class EntropyParameters(IntEnum):
+    """How the entropy parameters (means, scale indices) were computed."""
+
+    FLOAT = 0  # the float nets on one thread: exact on one machine
+    INTEGER = 1  # nvc.deploy.integer, preset "default": exact on any machine
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
 class StreamKind(IntEnum):
-    """What a stream in a packet holds (format version 2)."""
+    """What a stream in a packet holds (format versions 2 and 3)."""
 
     MOTION = 1  # the motion field of a P-frame
     HYPER = 2  # the hyper-latent z
@@ -121,6 +155,9 @@ class StreamHeader:
     sar: tuple[int, int] = (0, 0)
     version: int = VERSION
     substreams: int = 0  # version 1 only: the fixed number of y substreams per packet
+    synthesis: SynthesisEngine = SynthesisEngine.TORCH  # version 3; torch for older files
+    entropy_params: EntropyParameters = EntropyParameters.FLOAT  # version 3; float for older files
+    synthesis_id: bytes = bytes(8)  # version 3: the int8 graphs' hash prefix (zeros for torch)
 
     def to_bytes(self) -> bytes:
         if self.version != VERSION:
@@ -128,7 +165,8 @@ class StreamHeader:
         body = _HEADER.pack(MAGIC, self.version, self.model_id, self.weights_hash, self.width, self.height,
                             self.fps_num, self.fps_den, int(self.colorspace), int(self.color_range),
                             int(self.chroma_location), self.sar[0], self.sar[1], self.frame_count,
-                            self.intra_period, self.quality)
+                            self.intra_period, self.quality, int(self.synthesis), int(self.entropy_params),
+                            self.synthesis_id)
         return body + _CRC.pack(zlib.crc32(body))
 
     @classmethod
@@ -139,9 +177,9 @@ class StreamHeader:
         if len(head) < len(MAGIC) + 1:
             raise NvcError("truncated file header")
         version = head[len(MAGIC)]
-        if version not in (1, VERSION):
-            raise NvcError(f"unsupported .nvc format version {version} (this nvc reads versions 1 and {VERSION})")
-        layout = _HEADER_V1 if version == 1 else _HEADER
+        if version not in (1, 2, VERSION):
+            raise NvcError(f"unsupported .nvc format version {version} (this nvc reads versions 1 to {VERSION})")
+        layout = {1: _HEADER_V1, 2: _HEADER_V2}.get(version, _HEADER)
         rest = f.read(layout.size - len(head) + _CRC.size)
         if len(rest) < layout.size - len(head) + _CRC.size:
             raise NvcError("truncated file header")
@@ -157,14 +195,15 @@ class StreamHeader:
                 raise NvcError("invalid file header (zero substreams)")
         else:
             (_, _, model_id, weights_hash, width, height, fps_num, fps_den, colorspace, color_range, chroma,
-             sar_num, sar_den, frame_count, intra_period, quality) = fields
+             sar_num, sar_den, frame_count, intra_period, quality) = fields[:16]
             substreams, sar = 0, (sar_num, sar_den)
+        synthesis, entropy_params, synthesis_id = fields[16:] if version >= 3 else (0, 0, bytes(8))
         if width == 0 or height == 0 or fps_num == 0 or fps_den == 0:
             raise NvcError("invalid file header (zero size or frame rate)")
         try:
             return cls(model_id, weights_hash, width, height, fps_num, fps_den, ColorSpace(colorspace), frame_count,
                        intra_period, quality, ColorRange(color_range), ChromaLocation(chroma), sar, version,
-                       substreams)
+                       substreams, SynthesisEngine(synthesis), EntropyParameters(entropy_params), synthesis_id)
         except ValueError as e:
             raise NvcError(f"invalid file header ({e})") from None
 

@@ -9,7 +9,10 @@ Both frame models answer the one frame-codec contract of `nvc.model` (`compress(
 Synthesis runs on one CPU thread, in the encoder and the decoder alike: float results depend on
 how a reduction is split over threads, and one thread is what the real-time decoder gives it
 anyway (the other core decodes symbols), so decoded pixels do not depend on the caller's thread
-count. Across machines they may still differ by an 8-bit step (int8 synthesis removes that).
+count. Across machines they may still differ by an 8-bit step. These modules are the reference;
+the deployed variants are copies that share the weights (`nvc.codec.deployed_model`): synthesis
+in an int8 engine (`nvc.deploy.int8.with_synthesis`) and integer entropy parameters
+(`nvc.deploy.integer.with_integer_parameters`), both named in the stream header.
 
     I:  x -g_a-> y -[hyper + 4-step context]-> y_hat -g_s-> x_hat
     P:  mv = block matching(x, x_ref)  ->  pred = warp(x_ref, mv)
@@ -130,6 +133,13 @@ class LeanInter(_LeanFrameModel):
         lc = self.latent_codec
         return [lc.h_s, lc.temporal, lc.base, lc.context]
 
+    def _prior(self, y_ref: torch.Tensor, mv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The latent codec's temporal prior: the previous latent warped by the motion, or unwarped
+        for a codec that warps it itself (`nvc.deploy.integer.IntegerLatentCodec`, in integers)."""
+        if getattr(self.latent_codec, "warps_prior", False):
+            return y_ref, mv
+        return warp_latent(y_ref, mv), mv
+
     @torch.no_grad()
     def init_from(self, intra: LeanIntra) -> None:
         """Become a copy of the I-frame model that ignores the prediction: its weights where the
@@ -182,7 +192,7 @@ class LeanInter(_LeanFrameModel):
         motion = self.motion_coder.encode(mv)
         pred = self.motion_compensation(ref.x_hat, mv)
         y = self.gain.scale(self.g_a(torch.cat([x, pred], dim=1)), q)
-        z, parts, y_hat = self.latent_codec.compress(y, (warp_latent(ref.y_hat, mv), mv), steps=steps, stats=stats)
+        z, parts, y_hat = self.latent_codec.compress(y, self._prior(ref.y_hat, mv), steps=steps, stats=stats)
         streams = [Stream(StreamKind.MOTION, 0, 0, motion)] + latent_streams(z, parts)
         return streams, replace(self.synthesize(DecodedLatent(y_hat, mv), ref, quality), source=x)
 
@@ -193,8 +203,7 @@ class LeanInter(_LeanFrameModel):
         if motion is None:
             raise NvcError("malformed packet: a P-frame without a motion stream")
         mv = self.motion_coder.decode(motion, (height // 16, width // 16)).to(ref.y_hat.device)
-        y_hat = self.latent_codec.decompress(z, parts, self._latent_shape(height, width),
-                                             (warp_latent(ref.y_hat, mv), mv))
+        y_hat = self.latent_codec.decompress(z, parts, self._latent_shape(height, width), self._prior(ref.y_hat, mv))
         return DecodedLatent(y_hat, mv)
 
     @torch.no_grad()

@@ -2,8 +2,12 @@ import io
 
 import pytest
 
-from nvc.container import (END_OF_STREAM, ColorSpace, FramePacket, FrameType, Stream, StreamHeader, StreamKind,
-                           read_packets)
+import struct
+import zlib
+from dataclasses import replace
+
+from nvc.container import (END_OF_STREAM, ColorSpace, EntropyParameters, FramePacket, FrameType, Stream, StreamHeader,
+                           StreamKind, SynthesisEngine, read_packets)
 from nvc.errors import NvcError
 
 HEADER = StreamHeader(3, bytes(range(16)), 175, 143, 30000, 1001, ColorSpace.BT709, 2, 1, 4)
@@ -22,7 +26,20 @@ def packet(i: int) -> FramePacket:
 def test_header_round_trip():
     f = io.BytesIO(HEADER.to_bytes())
     assert StreamHeader.read(f) == HEADER
-    assert len(HEADER.to_bytes()) == 59
+    assert len(HEADER.to_bytes()) == 69
+    assert HEADER.synthesis == SynthesisEngine.TORCH and HEADER.entropy_params == EntropyParameters.FLOAT
+    int8 = replace(HEADER, synthesis=SynthesisEngine.OPENVINO, entropy_params=EntropyParameters.INTEGER,
+                   synthesis_id=bytes(range(8, 16)))
+    assert StreamHeader.read(io.BytesIO(int8.to_bytes())) == int8
+
+
+def test_version_2_headers_are_read_as_torch_and_float():
+    """A version 2 header is version 3 without its last three fields."""
+    body = struct.pack(">4sBH16sIIIIBBBHHIiB", b"NVC\x1a", 2, 3, bytes(range(16)), 175, 143, 30000, 1001, 1, 0, 0, 0,
+                       0, 2, 1, 4)
+    header = StreamHeader.read(io.BytesIO(body + struct.pack(">I", zlib.crc32(body))))
+    assert header == replace(HEADER, version=2)
+    assert header.synthesis == SynthesisEngine.TORCH and header.entropy_params == EntropyParameters.FLOAT
 
 
 def test_packets_round_trip():

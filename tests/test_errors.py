@@ -107,8 +107,8 @@ def test_wrong_magic(tmp_path, capsys, small_nvc):
 
 def test_future_version(tmp_path, capsys, small_nvc):
     data = small_nvc.read_bytes()
-    msg = decode_error(tmp_path, capsys, data[:4] + bytes([3]) + data[5:])
-    assert msg == "nvc: error: unsupported .nvc format version 3 (this nvc reads versions 1 and 2)"
+    msg = decode_error(tmp_path, capsys, data[:4] + bytes([4]) + data[5:])
+    assert msg == "nvc: error: unsupported .nvc format version 4 (this nvc reads versions 1 to 3)"
 
 
 def test_other_weights(tmp_path, capsys, small_nvc):

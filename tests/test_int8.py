@@ -5,6 +5,7 @@ crop) into a temporary cache, so the file runs in well under a minute; the shipp
 PSNR loss per quality level at 720p are measured by `python -m tools.bench_int8`.
 """
 
+import numpy as np
 import pytest
 import torch
 
@@ -95,8 +96,15 @@ def test_int8_is_deterministic(model, cache, frames, engine):
         assert torch.equal(a, backend_call(one))
         assert torch.equal(a, backend_call(two))
     twin = int8.with_synthesis(model, engine, config=SMALL, log=lambda _: None)
-    enc, dec = _gop(twin, frames, 3)
+    enc, dec = _gop(twin, frames, 3)  # encoded and decoded through the engine: the same pixels
     assert all(torch.equal(a, b) for a, b in zip(enc, dec))
+    torch.set_num_threads(2)  # the caller's thread count does not change them either (the warp runs on one)
+    try:
+        _, dec2 = _gop(model, frames, 3, twin)
+    finally:
+        torch.set_num_threads(1)
+    _, dec1 = _gop(model, frames, 3, twin)
+    assert all(torch.equal(a, b) for a, b in zip(dec1, dec2))
 
 
 def test_fp32_twin_unchanged(model, cache, frames):
@@ -126,3 +134,73 @@ def test_exported_graph_is_exact(model):
             assert ours.dtype == torch.uint8 and ours.shape == ref.shape
             diff = (ours.float() - ref).abs()
             assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
+
+
+@pytest.fixture
+def small_engines(cache, monkeypatch):
+    """`nvc.Encoder(engine=...)` and `nvc.open` with the small calibration of this file."""
+    import functools
+
+    from nvc.codec import deployed_model
+
+    monkeypatch.setattr(int8, "with_synthesis", functools.partial(int8.with_synthesis, config=SMALL))
+    deployed_model.cache_clear()
+    yield
+    deployed_model.cache_clear()
+
+
+def _planes_equal(a, b) -> bool:
+    return all(np.array_equal(p, q) for p, q in zip(a.planes(), b.planes()))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_stream_names_its_engine_and_decodes_bit_exact(tmp_path, carphone, small_engines, engine):
+    """The encoder records the engine; `nvc.open` runs it: the encoder's reconstructions, serial on
+    one thread and pipelined with torch on two."""
+    import nvc
+    from nvc.container import SynthesisEngine
+
+    frames = read_frames(carphone, 3)
+    path = tmp_path / "int8.nvc"
+    with nvc.open(path, "w", width=176, height=144, fps=25, quality=3, model="lean-mc-yuv420-v2", intra_period=3,
+                  engine=engine) as enc:
+        encoded = [enc.encode(f).reconstruction for f in frames]
+    for threads, pipelined in ((1, False), (2, True)):
+        torch.set_num_threads(threads)
+        try:
+            with nvc.open(path, pipelined=pipelined) as reader:
+                assert reader.header.synthesis == SynthesisEngine[engine.upper()]
+                assert reader.header.synthesis_id != bytes(8)
+                decoded = list(reader)
+        finally:
+            torch.set_num_threads(1)
+        assert len(decoded) == 3 and all(_planes_equal(a, b) for a, b in zip(encoded, decoded))
+    with nvc.open(path) as reader:  # the same streams through the fp32 reference give other pixels
+        reader._model = load_shipped(entry_by_name("lean-mc-yuv420-v2"))[0]
+        assert not all(_planes_equal(a, b) for a, b in zip(encoded, reader))
+
+
+def test_engine_names_and_refusals(tmp_path, carphone, small_engines):
+    import nvc
+    from nvc.codec import synthesis_engine
+    from nvc.container import SynthesisEngine
+    from nvc.errors import NvcError
+
+    assert synthesis_engine("int8") == SynthesisEngine.OPENVINO and synthesis_engine("torch") == SynthesisEngine.TORCH
+    with pytest.raises(NvcError, match="unknown synthesis engine 'tensorrt'"):
+        nvc.open(tmp_path / "a.nvc", "w", width=64, height=64, model="lean-mc-yuv420-v2", engine="tensorrt")
+    with pytest.raises(NvcError, match="only lean-mc-yuv420-v2 has them"):
+        nvc.open(tmp_path / "b.nvc", "w", width=64, height=64, model="tcm-yuv420-v1", engine="onnxruntime")
+    path = tmp_path / "c.nvc"
+    with nvc.open(path, "w", width=176, height=144, model="lean-mc-yuv420-v2", intra_period=1,
+                  engine="onnxruntime") as enc:
+        enc.encode(read_frames(carphone, 1)[0])
+    data = bytearray(path.read_bytes())
+    data[57:65] = bytes(8)  # synthesis_id: other int8 graphs
+    import zlib
+
+    data[65:69] = zlib.crc32(bytes(data[:65])).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+    with pytest.raises(NvcError, match="int8 graphs differ"):
+        with nvc.open(path) as reader:
+            list(reader)

@@ -256,3 +256,25 @@ def test_presets_build_and_differ_only_in_accuracy(model, case):
         assert torch.equal(a.fixed, b.fixed)
         errs[name] = float((a.fixed.double() / 2**16 - base_f).abs().mean())
     assert errs["int16"] < errs["int8"]
+
+
+def test_codec_switch_records_and_decodes_integer_parameters(tmp_path, carphone):
+    """`nvc.Encoder(entropy="integer")`: the header says so, and `nvc.open` decodes the encoder's
+    reconstructions serial on one thread and pipelined with torch on two."""
+    import nvc
+    from nvc.container import EntropyParameters
+
+    frames = read_frames(carphone, 3)
+    path = tmp_path / "integer.nvc"
+    with nvc.open(path, "w", width=176, height=144, fps=25, quality=QUALITY, model="lean-mc-yuv420-v2",
+                  intra_period=3, entropy="integer") as enc:
+        encoded = [enc.encode(f).reconstruction for f in frames]
+    for threads, pipelined in ((1, False), (2, True)):
+        torch.set_num_threads(threads)
+        try:
+            with nvc.open(path, pipelined=pipelined) as reader:
+                assert reader.header.entropy_params == EntropyParameters.INTEGER
+                decoded = list(reader)
+        finally:
+            torch.set_num_threads(1)
+        assert all(np.array_equal(p, q) for a, b in zip(encoded, decoded) for p, q in zip(a.planes(), b.planes()))

@@ -14,11 +14,12 @@ from nvc.deploy.pipeline import FrameDecoder
 from nvc.video import read_frames
 
 
-def decode_all(data: bytes, pipelined: bool):
+def decode_all(data: bytes, pipelined: bool, timings: dict | None = None):
     f = io.BytesIO(data)
     header = StreamHeader.read(f)
     model, _ = load_shipped(entry_by_name("lean-mc-yuv420-v2"))
-    decoder = FrameDecoder(model, padded_size(header.height), padded_size(header.width), pipelined=pipelined)
+    decoder = FrameDecoder(model, padded_size(header.height), padded_size(header.width), pipelined=pipelined,
+                           output=lambda rec: tensor_to_frame(rec.x_hat, header.height, header.width))
     out = []
     try:
         for packet in read_packets(f, header, skip_damaged=True):
@@ -26,6 +27,8 @@ def decode_all(data: bytes, pipelined: bool):
         out += decoder.flush()
     finally:
         decoder.close()
+    if timings is not None:
+        timings.update(decoder.timings, frames=decoder.frames)
     return out
 
 
@@ -37,7 +40,8 @@ def test_pipelined_equals_serial_with_a_damaged_packet(tmp_path, carphone):
         encoded = [enc.encode(f) for f in frames]
     data = bytearray(path.read_bytes())
     data[-30] ^= 0x55  # inside the last packet (frame 5, a P-frame): CRC mismatch
-    serial, pipelined = decode_all(bytes(data), False), decode_all(bytes(data), True)
+    times = {}
+    serial, pipelined = decode_all(bytes(data), False), decode_all(bytes(data), True, times)
     assert [r.index for r in serial] == [r.index for r in pipelined] == list(range(6))
     assert serial[5].error is not None and str(serial[5].error) == str(pipelined[5].error)
     for s, p, e in zip(serial[:5], pipelined[:5], encoded[:5]):
@@ -45,3 +49,6 @@ def test_pipelined_equals_serial_with_a_damaged_packet(tmp_path, carphone):
         assert torch.equal(s.reconstruction.x_hat, p.reconstruction.x_hat)
         decoded = tensor_to_frame(p.reconstruction.x_hat, 144, 176)
         assert all(np.array_equal(a, b) for a, b in zip(decoded.planes(), e.reconstruction.planes()))
+        assert all(np.array_equal(a, b) for a, b in zip(p.frame.planes(), e.reconstruction.planes()))  # `output`
+    assert times["frames"] == 6 and set(times) == {"entropy", "synthesis", "output", "entropy_wait", "frames"}
+    assert all(times[k] > 0 for k in ("entropy", "synthesis", "output"))
