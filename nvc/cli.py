@@ -1,4 +1,4 @@
-"""`nvc` command line: encode, decode, info, demo, eval.
+"""`nvc` command line: encode, decode, play, info, bench, demo, eval.
 
 Arguments are checked before the input is opened or a model loaded, and `nvc info` and `--help`
 never import torch. SIGTERM cleans up like Ctrl-C (no temporary files left) and exits 143.
@@ -17,6 +17,8 @@ from pathlib import Path
 
 from nvc.errors import NvcError
 
+ENGINES = ("torch", "int8", "openvino", "onnxruntime")  # --engine: as nvc.codec.ENGINES (not imported: no torch for --help)
+
 EPILOG = """examples:
   nvc encode in.mp4 -o clip.nvc --quality 4
   nvc encode in.yuv --size 1920x1080 --fps 30000/1001 -o clip.nvc
@@ -24,6 +26,9 @@ EPILOG = """examples:
   nvc decode clip.nvc -o out.y4m          (also .yuv, or a folder for PNGs)
   nvc decode clip.nvc -o - | ffplay -     (Y4M on stdout, frame by frame)
   nvc decode clip.nvc -f null -o -        (decode only, e.g. to time it)
+  nvc decode clip.nvc -o - --realtime     (Y4M released at the stream's frame rate; late frames counted)
+  nvc play clip.nvc                       (in ffplay or mpv, in real time)
+  nvc bench clip.nvc --json bench.json    (decode fps end to end and per stage, serial and pipelined)
   nvc info clip.nvc
   nvc demo
   nvc eval clips/ --frames 96 --intra-period 32 -o report/   (BD-rate vs x265)
@@ -122,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--fps", type=_fps,
                      help="frame rate written into the .nvc header, e.g. 30000/1001: for a raw .yuv input (default 25), "
                           "or to override the rate the input's container or Y4M header states")
+    enc.add_argument("--engine", choices=ENGINES,
+                     help="synthesis engine of the v2 model, recorded in the stream (decoders run the same one): "
+                          "torch (fp32 reference, default), or an int8 engine: openvino, onnxruntime (int8 = openvino); "
+                          "int8 graphs are built on first use (minutes) and decode only where built")
 
     dec = sub.add_parser("decode", parents=[common, writes], help="decode an .nvc file",
                          description="Decode an .nvc file to .y4m, .yuv, a folder of PNGs, Y4M on stdout (-o -), "
@@ -138,6 +147,36 @@ def build_parser() -> argparse.ArgumentParser:
                      help="go on past damage: repeat the last good frame in place of a damaged packet until the next "
                           "I-frame, keep the frames before the cut of a truncated file, warn, exit 0 "
                           "(default: stop with an error)")
+    dec.add_argument("--realtime", action="store_true",
+                     help="release frames at the stream's frame rate, as a player needs them (waiting when ahead); "
+                          "prints the frames, the late frames and the achieved fps on stderr")
+
+    play = sub.add_parser("play", parents=[debug], help="play an .nvc file in ffplay or mpv, in real time",
+                          description="Decode an .nvc file at its frame rate into ffplay or mpv (the first installed), "
+                                      "as Y4M on the player's stdin; prints the frames, late frames and achieved fps.")
+    play.add_argument("input", help="input .nvc file, or - for stdin")
+    play.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the networks run (default: cpu)")
+    play.add_argument("--serial", action="store_true", help="do not pipeline entropy decoding and synthesis")
+    play.add_argument("--conceal", action="store_true", help="go on past damaged packets (as nvc decode --conceal)")
+
+    bench = sub.add_parser("bench", parents=[debug], help="decode (and encode) speed of a file, per stage; JSON",
+                           description="Decode an .nvc file from the file to frames in memory, serially and pipelined; "
+                                       "report fps (model load apart) and per-stage times as a table and JSON. With "
+                                       "--encode, INPUT is a source video: encode it (timed), then benchmark decoding "
+                                       "the result.")
+    bench.add_argument("input", help="an .nvc file, or with --encode a source video")
+    bench.add_argument("--json", help="write the full results here")
+    bench.add_argument("--mode", default="both", choices=["both", "serial", "pipelined"],
+                       help="decoder modes to time (default: both)")
+    bench.add_argument("--frames", type=int, help="at most this many frames (encoded and decoded)")
+    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the networks run (default: cpu)")
+    bench.add_argument("--encode", action="store_true", help="INPUT is a source video: time encoding it first")
+    bench.add_argument("--model", default=DEFAULT_MODEL, help=f"with --encode: the model (default: {DEFAULT_MODEL})")
+    bench.add_argument("--quality", type=int, default=DEFAULT_QUALITY,
+                       help=f"with --encode: quality level (default: {DEFAULT_QUALITY})")
+    bench.add_argument("--intra-period", type=int, default=32, help="with --encode: intra period (default: 32)")
+    bench.add_argument("--engine", choices=ENGINES, help="with --encode: synthesis engine (as nvc encode --engine)")
+    bench.add_argument("--keep", metavar="PATH", help="with --encode: keep the encoded .nvc here")
 
     info = sub.add_parser("info", parents=[debug], help="print the header and per-frame packet sizes",
                           description="Print an .nvc file's header (model, size, frame rate, colour metadata, GOP) and "
@@ -262,7 +301,7 @@ def cmd_encode(args) -> None:
 
     stats = encode_video(args.input, args.output, args.quality, args.frames, args.device, args.size, args.fps,
                          progress=_progress(args), intra_period=args.intra_period, overwrite=args.overwrite,
-                         on_warning=_warn, model=args.model)
+                         on_warning=_warn, model=args.model, engine=args.engine)
     print(f"encoded {stats.summary()}", file=sys.stderr)
 
 
@@ -273,11 +312,42 @@ def cmd_decode(args) -> None:
         raise NvcError("decode needs -o OUTPUT (or -f null to decode without writing)")
     if args.format != "null":
         check_output(args.output, [args.input], args.overwrite)
+    if args.realtime:
+        from nvc.player import decode_realtime
+
+        stats = decode_realtime(args.input, args.output or "-", args.device, format=args.format,
+                                pipelined=not args.serial, conceal=args.conceal, on_damage=_warn)
+        print(stats.summary(), file=sys.stderr)
+        return
     from nvc.transcode import decode_video
 
     stats = decode_video(args.input, args.output, args.device, progress=_progress(args), conceal=args.conceal,
                          on_damage=_warn, format=args.format, overwrite=args.overwrite, pipelined=not args.serial)
     print(stats.summary(), file=sys.stderr)
+
+
+def cmd_play(args) -> None:
+    from nvc.player import play, player_command
+
+    command = player_command(Path(args.input).name if args.input != "-" else "stdin")  # before any decoding
+    stats = play(args.input, args.device, pipelined=not args.serial, conceal=args.conceal, on_damage=_warn,
+                 command=command)
+    print(stats.summary(), file=sys.stderr)
+
+
+def cmd_bench(args) -> None:
+    from nvc import bench
+
+    if args.keep is not None:
+        from nvc.atomic import check_output
+
+        check_output(args.keep, [args.input], None)  # an existing file is refused
+    report = bench.run(args.input, mode=args.mode, frames=args.frames, device=args.device, encode=args.encode,
+                       model=args.model, quality=args.quality, intra_period=args.intra_period, engine=args.engine,
+                       keep=args.keep)
+    print(bench.table(report))
+    if args.json:
+        bench.write_json(report, args.json)
 
 
 def _open_input(path: str):
@@ -341,7 +411,8 @@ def cmd_demo(args) -> None:
         raise NvcError("decoded frames differ from the encoder's reconstruction")
 
 
-COMMANDS = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "demo": cmd_demo, "eval": cmd_eval}
+COMMANDS = {"encode": cmd_encode, "decode": cmd_decode, "play": cmd_play, "info": cmd_info, "bench": cmd_bench,
+            "demo": cmd_demo, "eval": cmd_eval}
 
 
 class Terminated(KeyboardInterrupt):

@@ -1,6 +1,12 @@
 """Speed and rate benchmark of the shipped model on a real clip, per quality level (JSON + table).
 
     python -m tools.bench --clip bigbuckbunny.mp4 --frames 32 --json results/bench-cpu.json
+    python -m tools.bench FILE.nvc [--json out.json] [--mode serial|pipelined|both]   # = nvc bench FILE.nvc
+    python -m tools.bench SOURCE.mp4 --encode --frames 300 --model lean-mc-yuv420-v2  # = nvc bench --encode
+
+With a file as the first argument it is `nvc bench` (`nvc.bench`): decode fps of that `.nvc` end to
+end (file to frames in memory, model load apart) and per stage, serial and pipelined; with
+`--encode`, encode fps of a source video first. The rest of this docstring is the sweep.
 
 For every level: bpp of the real .nvc file, PSNR-YUV, encode fps, decode fps, and the decode time
 of I- and P-frames split into entropy decoding (z stream, entropy parameters, CDF indexes, y
@@ -13,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -96,6 +103,14 @@ def timed_decode(path: Path, device: str) -> dict:
 
 
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and not argv[0].startswith("-"):  # a file first: the benchmark of `nvc bench`
+        from nvc.cli import main as nvc_main
+
+        code = nvc_main(["bench", *argv])
+        if code:
+            sys.exit(code)
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clip", default="bigbuckbunny.mp4", help="a bundled clip name, or a video path")
     ap.add_argument("--model", default=DEFAULT_MODEL, help=f"shipped model (default {DEFAULT_MODEL})")
