@@ -27,7 +27,7 @@ import torch
 
 from nvc.codec import frame_to_tensor, tensor_to_frame
 from nvc.container import FramePacket, FrameType, StreamHeader
-from nvc.evaluation.bjontegaard import bd_rate
+from nvc.evaluation.bjontegaard import bd_psnr, bd_rate
 from nvc.evaluation.codecs import X265Codec
 from nvc.gop import frame_type
 from nvc.lean_model import LeanVideoModel
@@ -72,9 +72,10 @@ def x265_curve(frames, qps: list[int], intra_period: int, preset: str) -> list[d
     return out
 
 
-def bd(anchor: list[dict], test: list[dict]) -> float:
+def bd(anchor: list[dict], test: list[dict], measure=bd_rate) -> float:
+    """BD-rate (or `measure=bd_psnr`) of `test` against `anchor`; NaN where the curves do not overlap."""
     try:
-        return bd_rate([p["bpp"] for p in anchor], [p["psnr_yuv"] for p in anchor],
+        return measure([p["bpp"] for p in anchor], [p["psnr_yuv"] for p in anchor],
                        [p["bpp"] for p in test], [p["psnr_yuv"] for p in test])
     except ValueError:
         return float("nan")
@@ -115,21 +116,23 @@ def main(argv=None) -> None:
         for label, ckpt in models.items():
             model = model_from_checkpoint(ckpt) if ckpt else load_shipped(entry_by_name(V2))[0]
             curve = [code_clip(model, frames, q, args.intra_period) for q in args.qualities]
-            row = {"curve": curve, "bd_rate_vs_x265": bd(anchor, curve)}
+            row = {"curve": curve, "bd_rate_vs_x265": bd(anchor, curve), "bd_psnr_vs_x265": bd(anchor, curve, bd_psnr)}
             if args.steps_ablation:
                 single = [code_clip(model, frames, q, args.intra_period, steps=1) for q in args.qualities]
                 row |= {"curve_one_step": single, "bd_rate_multistep_vs_one_step": bd(single, curve)}
             entry["models"][label] = row
-            print(f"{name} {label}: BD-rate vs x265-{args.preset} {row['bd_rate_vs_x265']:+.1f} %"
+            print(f"{name} {label}: BD-rate vs x265-{args.preset} {row['bd_rate_vs_x265']:+.1f} %, "
+                  f"BD-PSNR {row['bd_psnr_vs_x265']:+.2f} dB"
                   + (f", multi-step vs S=1 {row['bd_rate_multistep_vs_one_step']:+.1f} %" if args.steps_ablation else ""))
             for p in curve:
                 print(f"  q{p['quality']}: {p['bpp']:.4f} bpp {p['psnr_yuv']:.2f} dB, skipped {p['skipped_share']:.1%}, "
                       + ", ".join(f"{k} {v}" for k, v in sorted(p["split"].items())))
         result["clips"][name] = entry
-    for label in models:
-        values = [e["models"][label]["bd_rate_vs_x265"] for e in result["clips"].values()]
-        result.setdefault("mean_bd_rate_vs_x265", {})[label] = float(np.nanmean(values))
-    print("mean BD-rate vs x265:", {k: round(v, 1) for k, v in result["mean_bd_rate_vs_x265"].items()})
+    for measure in ("bd_rate_vs_x265", "bd_psnr_vs_x265"):
+        for label in models:
+            values = [e["models"][label][measure] for e in result["clips"].values()]
+            result.setdefault(f"mean_{measure}", {})[label] = float(np.nanmean(values))
+        print(f"mean {measure}:", {k: round(v, 2) for k, v in result[f"mean_{measure}"].items()})
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))
@@ -140,15 +143,17 @@ def main(argv=None) -> None:
         import matplotlib.pyplot as plt
 
         steps = [int(k.split()[1]) for k in models]
-        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-        for name, entry in result["clips"].items():
-            ax.plot(steps, [entry["models"][k]["bd_rate_vs_x265"] for k in models], marker="o", label=name)
-        ax.plot(steps, [result["mean_bd_rate_vs_x265"][k] for k in models], marker="s", color="k", label="mean")
-        ax.set_xlabel("training step")
-        ax.set_ylabel(f"BD-rate vs x265-{args.preset} [%]")
-        ax.set_title(f"held-out clips, first {args.frames} frames")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
+        # BD-rate is undefined (NaN) where the PSNR ranges do not overlap; BD-PSNR beside it
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.0), dpi=100)
+        for ax, measure, unit in zip(axes, ("bd_rate_vs_x265", "bd_psnr_vs_x265"), ("BD-rate [%]", "BD-PSNR [dB]")):
+            for name, entry in result["clips"].items():
+                ax.plot(steps, [entry["models"][k][measure] for k in models], marker="o", label=name)
+            ax.plot(steps, [result[f"mean_{measure}"][k] for k in models], marker="s", color="k", label="mean")
+            ax.set_xlabel("training step")
+            ax.set_ylabel(f"{unit} vs x265-{args.preset}")
+            ax.set_title(f"held-out clips, first {args.frames} frames")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize="small")
         fig.tight_layout()
         fig.savefig(args.plot)
 
