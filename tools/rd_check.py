@@ -143,9 +143,13 @@ def main(argv=None) -> None:
         import matplotlib.pyplot as plt
 
         steps = [int(k.split()[1]) for k in models]
-        # BD-rate is undefined (NaN) where the PSNR ranges do not overlap; BD-PSNR beside it
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.0), dpi=100)
-        for ax, measure, unit in zip(axes, ("bd_rate_vs_x265", "bd_psnr_vs_x265"), ("BD-rate [%]", "BD-PSNR [dB]")):
+        # BD-rate is undefined (NaN) where the PSNR ranges do not overlap; BD-PSNR beside it (a panel per
+        # measure that has a value)
+        panels = [(m, u) for m, u in (("bd_rate_vs_x265", "BD-rate [%]"), ("bd_psnr_vs_x265", "BD-PSNR [dB]"))
+                  if not np.isnan(list(result[f"mean_{m}"].values())).all()]
+        fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 4.0), dpi=100,
+                                 squeeze=False)
+        for ax, (measure, unit) in zip(axes[0], panels):
             for name, entry in result["clips"].items():
                 ax.plot(steps, [entry["models"][k][measure] for k in models], marker="o", label=name)
             ax.plot(steps, [result[f"mean_{measure}"][k] for k in models], marker="s", color="k", label="mean")
