@@ -59,6 +59,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from nvc.deploy import with_frame_models
+
 ENGINES = ("torch", "torch-bf16", "openvino", "onnxruntime")  # torch: the fp32 reference twin
 INT8_ENGINES = ("openvino", "onnxruntime")
 FORMAT_VERSION = 6  # bump when the exported graph or the quantization code changes meaning
@@ -650,11 +652,8 @@ def _frame_copy(frame_model: nn.Module, backend, synthesize) -> nn.Module:
 
 
 def _with_backend(model, backend):
-    twin = copy.copy(model)
-    twin._modules = dict(model._modules)  # so that replacing intra/inter leaves `model` as it was
-    twin._modules["intra"] = _frame_copy(model.intra, backend, _synthesize_intra)
-    twin._modules["inter"] = _frame_copy(model.inter, backend, _synthesize_inter)
-    return twin
+    synthesize = {"intra": _synthesize_intra, "inter": _synthesize_inter}
+    return with_frame_models(model, lambda kind, frame_model: _frame_copy(frame_model, backend, synthesize[kind]))
 
 
 def with_synthesis(model, engine: str = "torch", threads: int = 1, config: QuantConfig | None = None, **kwargs):

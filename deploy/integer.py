@@ -70,6 +70,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nvc.deploy import with_frame_models
 from nvc.entropy import bottleneck, coder
 from nvc.entropy.multistep import MultiStepLatentCodec, step_masks
 
@@ -779,12 +780,11 @@ def with_integer_parameters(model, preset: str = "default"):
     decoder must both use it: the symbols differ from those of the float parameters."""
     import copy
 
-    twin = copy.copy(model)
-    twin._modules = dict(model._modules)
-    for kind in ("intra", "inter"):
-        frame_model = copy.copy(model._modules[kind])
+    def integer(kind, frame_model):
+        twin = copy.copy(frame_model)
         codec = frame_model.latent_codec
-        object.__setattr__(frame_model, "latent_codec", IntegerLatentCodec(
+        object.__setattr__(twin, "latent_codec", IntegerLatentCodec(
             codec, IntegerEntropyParameters.from_codec(codec, PRESETS[preset])))
-        twin._modules[kind] = frame_model
-    return twin
+        return twin
+
+    return with_frame_models(model, integer)
