@@ -82,8 +82,7 @@ def bench_decode(path: str | os.PathLike, pipelined: bool, device: str = "cpu", 
                         break
                     submitted += 1
                 total = clock() - start
-                timings = getattr(decoder, "timings", None)
-                timings = dict(timings) if isinstance(timings, dict) else None
+                timings = dict(decoder.timings)
                 torch_threads = torch.get_num_threads()
             finally:
                 decoder.close()
@@ -101,9 +100,8 @@ def bench_decode(path: str | os.PathLike, pipelined: bool, device: str = "cpu", 
         "model_load_seconds": round(load, 4),
         "torch_threads": torch_threads,
         "stages_ms_per_frame": {k: _ms(v, count) for k, v in stages.items()},
+        "decoder_stages_ms_per_frame": {k: _ms(v, count) for k, v in timings.items()},
     }
-    if timings is not None:
-        row["decoder_stages_ms_per_frame"] = {k: _ms(float(v), count) for k, v in timings.items()}
     return row
 
 
