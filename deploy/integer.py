@@ -13,8 +13,8 @@ indexes on any CPU, any thread count and on CUDA::
         means_fixed, scale_index = twin.step(s, base, y_known)
 
     # or the whole latent, streams as MultiStepLatentCodec.compress / .decompress lay them out:
-    z_stream, parts, y_hat = compress_latent(codec, twin, y, prior)
-    y_hat = decompress_latent(codec, twin, z_stream, parts, (M, H, W), prior)
+    z_stream, parts, y_hat = IntegerLatentCodec(codec, twin).compress(y, prior)
+    y_hat = IntegerLatentCodec(codec, twin).decompress(z_stream, parts, (M, H, W), prior)
 
 Units (`frac f` means "value = integer / 2**f"):
 
@@ -71,7 +71,6 @@ import torch
 import torch.nn.functional as F
 
 from nvc.deploy import with_frame_models
-from nvc.entropy import bottleneck, coder
 from nvc.entropy.multistep import MultiStepLatentCodec, step_masks
 
 MEAN_FRAC = 8  # means and y_hat on the 1/256 grid
@@ -677,78 +676,6 @@ class IntegerEntropyParameters:
         return means.to(self.device)[None], index.to(self.device)[None]
 
 
-# ---------------------------------------------------------------- encoder and decoder with the twin
-
-
-def y_hat_from(symbols: torch.Tensor, means_fixed: torch.Tensor) -> torch.Tensor:
-    """symbols + means_fixed / 256, exact in float32."""
-    return symbols.float() + means_fixed.float() / float(1 << MEAN_FRAC)
-
-
-@torch.no_grad()
-def compress_latent(codec: MultiStepLatentCodec, twin: IntegerEntropyParameters, y: torch.Tensor,
-                    prior: tuple | None = None, steps: int | None = None,
-                    stats: dict | None = None) -> tuple[bytes, list[list[bytes]], torch.Tensor]:
-    """`MultiStepLatentCodec.compress` with integer parameters: (z stream, substreams, y_hat).
-    `prior` is (previous y_hat, mv), unwarped."""
-    if y.size(0) != 1:
-        raise ValueError("compress codes one frame at a time")
-    z_stream, z_hat = bottleneck.encode(codec.z_codec, codec.h_a(y), codec._z_tables)
-    tables = codec.tables
-    steps = steps or codec.steps
-    masks = step_masks(steps, y.size(1), y.size(2), y.size(3), y.device)
-    base = twin.base(z_hat, prior)
-    y_hat = torch.zeros_like(y)
-    out = []
-    for s in range(steps):
-        means_fixed, indexes = twin.step(s, base, y_hat, steps)
-        means_fixed, indexes = means_fixed.to(y.device), indexes.to(y.device)
-        means = means_fixed.float() / float(1 << MEAN_FRAC)
-        symbols = torch.round(y - means)
-        coded = masks[s][None] & (indexes > 0)
-        y_hat = torch.where(masks[s][None], torch.where(coded, symbols + means, means), y_hat)
-        if stats is not None:
-            stats["symbols"] = stats.get("symbols", 0) + int(masks[s].sum())
-            stats["coded"] = stats.get("coded", 0) + int(coded.sum())
-        streams = []
-        for group in codec._groups(masks[s]):
-            sel = coded[:, group]
-            streams.append(coder.encode(symbols[:, group][sel].int().cpu().numpy(),
-                                        indexes[:, group][sel].cpu().numpy(), tables))
-        out.append(streams)
-    return z_stream, out, y_hat
-
-
-@torch.no_grad()
-def decompress_latent(codec: MultiStepLatentCodec, twin: IntegerEntropyParameters, z_stream: bytes,
-                      y_streams: list[list[bytes]], latent_shape: tuple[int, int, int],
-                      prior: tuple | None = None) -> torch.Tensor:
-    """`MultiStepLatentCodec.decompress` with integer parameters; `prior` (previous y_hat, mv), unwarped."""
-    c, h, w = latent_shape
-    steps = len(y_streams)
-    if steps not in (1, codec.steps) or any(len(s) != codec.substreams for s in y_streams):
-        raise ValueError(f"expected {codec.steps} steps of {codec.substreams} substreams")
-    z_hat = bottleneck.decode(codec.z_codec, z_stream, (1, codec.z_codec.channels, h // 4, w // 4), codec._z_tables)
-    tables = codec.tables
-    masks = step_masks(steps, c, h, w, z_hat.device)
-    y_hat = torch.zeros(1, c, h, w, device=z_hat.device)
-    base = twin.base(z_hat, prior)
-    for s in range(steps):
-        means_fixed, indexes = twin.step(s, base, y_hat, steps)
-        means_fixed, indexes = means_fixed.to(y_hat.device), indexes.to(y_hat.device)
-        means = means_fixed.float() / float(1 << MEAN_FRAC)
-        coded = masks[s][None] & (indexes > 0)
-        symbols = torch.zeros_like(y_hat)
-        for group, data in zip(codec._groups(masks[s]), y_streams[s]):
-            sel = coded[:, group]
-            values = coder.decode(data, indexes[:, group][sel].cpu().numpy(), tables)
-            part = symbols[:, group]
-            part[sel] = torch.from_numpy(values).to(part)
-            symbols[:, group] = part
-        y_hat = torch.where(masks[s][None], torch.where(coded, symbols + means, means), y_hat)
-    return y_hat
-
-
 # ---------------------------------------------------------------- the codec's switch
 
 
@@ -766,11 +693,19 @@ class IntegerLatentCodec:
     def __getattr__(self, name):
         return getattr(self.__dict__["codec"], name)
 
-    def compress(self, y, prior=None, steps=None, stats=None):
-        return compress_latent(self.codec, self.twin, y, prior, steps, stats)
+    def coding_base(self, z_hat: torch.Tensor, prior: tuple | None):
+        return self.twin.base(z_hat, prior)
 
-    def decompress(self, z_stream, y_streams, latent_shape, prior=None):
-        return decompress_latent(self.codec, self.twin, z_stream, y_streams, latent_shape, prior)
+    def coding_parameters(self, s: int, steps: int, base, y_hat: torch.Tensor,
+                          positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        means_fixed, indexes = self.twin.step(s, base, y_hat, steps)
+        pos = positions.to(means_fixed.device)
+        means = means_fixed.reshape(-1)[pos].float() / float(1 << MEAN_FRAC)
+        return means.to(y_hat.device), indexes.reshape(-1)[pos].to(y_hat.device)
+
+    # The float codec's coding loops, with the parameters above (`self` stands in for the codec).
+    compress = MultiStepLatentCodec.compress
+    decompress = MultiStepLatentCodec.decompress
 
 
 def with_integer_parameters(model, preset: str = "default"):

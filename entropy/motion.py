@@ -29,7 +29,8 @@ Stream:
                   rANS substream of the residuals (the coded components in turn, explicit blocks in
                   raster order)
 
-Decoding is two vectorised rANS substreams, then one raster pass that rebuilds the vectors.
+Decoding is two vectorised rANS substreams, then one raster pass that rebuilds the vectors
+(`field_from_modes`, done in C++ by `nvc.entropy.native.motion_field` when the extension is built).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import torch
 from compressai._CXX import pmf_to_quantized_cdf
 from torch import nn
 
-from nvc.entropy import coder
+from nvc.entropy import coder, native
 from nvc.errors import NvcError
 
 ALL_ZERO = 0xFF
@@ -263,5 +264,11 @@ class MotionCoder(nn.Module):
         values = coder.decode(data[pos + length :], np.concatenate([np.full(explicit, head[c], np.int32) for c in coded]),
                               tables)
         residuals[:, coded] = values.reshape(len(coded), explicit).T
-        mv = field_from_modes(modes, residuals)
-        return torch.from_numpy(mv.astype(np.int32))[None]
+        if native.available():  # the same rebuild in C++ (~0.03 ms instead of 10-30 at 720p)
+            try:
+                mv = native.motion_field(modes, residuals)
+            except ValueError as e:
+                raise NvcError(str(e)) from None
+        else:
+            mv = field_from_modes(modes, residuals)
+        return torch.from_numpy(mv.astype(np.int32, copy=False))[None]

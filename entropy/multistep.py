@@ -50,6 +50,15 @@ def step_masks(steps: int, channels: int, height: int, width: int, device=None) 
 
 
 @dataclass(frozen=True)
+class StepPlan:
+    """One decoding step as flat positions of the latent: `positions` (int64, C order) and, per
+    substream, the span [a, b) of `positions` it codes."""
+
+    positions: torch.Tensor
+    spans: list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
 class LatentForward:
     y_hat: torch.Tensor
     y_likelihoods: torch.Tensor
@@ -98,6 +107,7 @@ class MultiStepLatentCodec(nn.Module):
         self.z_codec = EntropyBottleneck(cfg.hyper_channels)
         self.y_codec = GaussianConditional(None)
         self._tables, self._z_tables = coder.TableCache(), coder.TableCache()
+        self._plans: dict[tuple, list[StepPlan]] = {}
 
     @property
     def tables(self) -> coder.CdfTables:
@@ -148,10 +158,35 @@ class MultiStepLatentCodec(nn.Module):
 
     # ---------------------------------------------------------------- coding
 
-    def _groups(self, mask: torch.Tensor) -> list[torch.Tensor]:
-        """The K substreams of a step: its channels split into K contiguous groups."""
-        channels = torch.nonzero(mask.flatten(1).any(1)).flatten()
-        return list(channels.chunk(self.substreams))
+    def _plan(self, steps: int, c: int, h: int, w: int) -> list["StepPlan"]:
+        """The schedule as flat positions (cached per shape): for each step, the positions it decodes
+        in C order (channel-major, as `tensor[mask]` orders them) and the span of each of its K
+        substreams: its channels split into K contiguous groups (`torch.chunk`)."""
+        key = (steps, c, h, w)
+        if key not in self._plans:
+            plans = []
+            for mask in step_masks(steps, c, h, w):
+                channels = torch.nonzero(mask.flatten(1).any(1)).flatten()
+                positions = torch.nonzero(mask.flatten()).flatten()
+                per_channel = mask.flatten(1).sum(1)
+                ends = [int(per_channel[: int(g[-1]) + 1].sum()) for g in channels.chunk(self.substreams)]
+                spans = list(zip([0] + ends[:-1], ends))
+                plans.append(StepPlan(positions, spans))
+            self._plans[key] = plans
+        return self._plans[key]
+
+    def coding_base(self, z_hat: torch.Tensor, prior: tuple | None) -> torch.Tensor:
+        """`base_parameters` as coding computes them: on one thread, so that both sides agree."""
+        with single_threaded():
+            return self.base_parameters(z_hat, prior)
+
+    def coding_parameters(self, s: int, steps: int, base: torch.Tensor, y_hat: torch.Tensor,
+                          positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means (float) and table indexes (int32) of the symbols at `positions` (flat) that step s
+        of a `steps`-step schedule codes, given the symbols decoded so far (`y_hat`)."""
+        with single_threaded():
+            means, scales = self.step_parameters(s if steps == self.steps else 0, base, y_hat)
+        return means.reshape(-1)[positions], coder.scale_indexes(scales.reshape(-1)[positions], self.y_codec.scale_table)
 
     @torch.no_grad()
     def compress(self, y: torch.Tensor, prior: tuple | None = None, steps: int | None = None,
@@ -162,29 +197,22 @@ class MultiStepLatentCodec(nn.Module):
         if y.size(0) != 1:
             raise ValueError("compress codes one frame at a time")
         z_stream, z_hat = bottleneck.encode(self.z_codec, self.h_a(y), self._z_tables)
-        tables, table = self.tables, self.y_codec.scale_table
+        tables = self.tables
         steps = steps or self.steps
-        masks = step_masks(steps, y.size(1), y.size(2), y.size(3), y.device)
         y_hat = torch.zeros_like(y)
         out = []
-        with single_threaded():
-            base = self.base_parameters(z_hat, prior)
-        for s in range(steps):
-            with single_threaded():
-                means, scales = self.step_parameters(s if steps == self.steps else 0, base, y_hat)
-            indexes = coder.scale_indexes(scales, table)
-            symbols = torch.round(y - means)
-            coded = masks[s][None] & (indexes > 0)
-            y_hat = torch.where(masks[s][None], torch.where(coded, symbols + means, means), y_hat)
+        base = self.coding_base(z_hat, prior)
+        for s, plan in enumerate(self._plan(steps, *y.shape[1:])):
+            pos = plan.positions.to(y.device)
+            means, indexes = self.coding_parameters(s, steps, base, y_hat, pos)
+            symbols = torch.round(y.reshape(-1)[pos] - means)
+            coded = indexes > 0
+            y_hat.view(-1)[pos] = torch.where(coded, symbols + means, means)
             if stats is not None:
-                stats["symbols"] = stats.get("symbols", 0) + int(masks[s].sum())
+                stats["symbols"] = stats.get("symbols", 0) + pos.numel()
                 stats["coded"] = stats.get("coded", 0) + int(coded.sum())
-            streams = []
-            for group in self._groups(masks[s]):
-                sel = coded[:, group]
-                streams.append(coder.encode(symbols[:, group][sel].int().cpu().numpy(),
-                                            indexes[:, group][sel].cpu().numpy(), tables))
-            out.append(streams)
+            symbols, indexes, coded = symbols.int().cpu().numpy(), indexes.cpu().numpy(), coded.cpu().numpy()
+            out.append([coder.encode(symbols[a:b][coded[a:b]], indexes[a:b][coded[a:b]], tables) for a, b in plan.spans])
         return z_stream, out, y_hat
 
     @torch.no_grad()
@@ -196,22 +224,19 @@ class MultiStepLatentCodec(nn.Module):
         if steps not in (1, self.steps) or any(len(s) != self.substreams for s in y_streams):
             raise ValueError(f"expected {self.steps} steps of {self.substreams} substreams")
         z_hat = bottleneck.decode(self.z_codec, z_stream, (1, self.z_codec.channels, h // 4, w // 4), self._z_tables)
-        tables, table = self.tables, self.y_codec.scale_table
-        masks = step_masks(steps, c, h, w, z_hat.device)
+        tables = self.tables
         y_hat = torch.zeros(1, c, h, w, device=z_hat.device)
-        with single_threaded():
-            base = self.base_parameters(z_hat, prior)
-        for s in range(steps):
-            with single_threaded():
-                means, scales = self.step_parameters(s if steps == self.steps else 0, base, y_hat)
-            indexes = coder.scale_indexes(scales, table)
-            coded = masks[s][None] & (indexes > 0)
-            symbols = torch.zeros_like(y_hat)
-            for group, data in zip(self._groups(masks[s]), y_streams[s]):
-                sel = coded[:, group]
-                values = coder.decode(data, indexes[:, group][sel].cpu().numpy(), tables)
-                part = symbols[:, group]
-                part[sel] = torch.from_numpy(values).to(part)
-                symbols[:, group] = part
-            y_hat = torch.where(masks[s][None], torch.where(coded, symbols + means, means), y_hat)
+        base = self.coding_base(z_hat, prior)
+        for s, plan in enumerate(self._plan(steps, c, h, w)):
+            if len(plan.spans) != len(y_streams[s]):
+                raise ValueError(f"expected {len(plan.spans)} substreams in step {s}")
+            pos = plan.positions.to(y_hat.device)
+            means, indexes = self.coding_parameters(s, steps, base, y_hat, pos)
+            indexes = indexes.cpu().numpy()
+            symbols = np.zeros(pos.numel(), np.float32)
+            for (a, b), data in zip(plan.spans, y_streams[s]):
+                part = indexes[a:b]
+                coded = part > 0
+                symbols[a:b][coded] = coder.decode(data, part[coded], tables)
+            y_hat.view(-1)[pos] = torch.from_numpy(symbols).to(means) + means
         return y_hat

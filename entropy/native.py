@@ -8,6 +8,10 @@ stream is [state low word, state high word, renormalisation words]; entropy/rans
 format in full. The decoder is stricter than CompressAI's: it also requires every word of a stream
 to be consumed and the final state to be the initial one, so most corrupt streams are detected.
 
+Two decoding loops that are not rANS run here too, without the GIL: `scale_indexes` (the table
+index of each symbol, as `torch.bucketize`) and `motion_field` (the merge-mode rebuild of
+`nvc.entropy.motion`).
+
 Errors (corrupt or truncated streams, table indexes out of range, mismatched lengths, bad tables)
 raise ValueError; wrong dtypes or shapes raise TypeError.
 """
@@ -84,3 +88,16 @@ def encode_many(symbols: list, indexes: list, tables: NativeTables, threads: int
 def decode_many(data: list, indexes: list, tables: NativeTables, threads: int = 1) -> list[np.ndarray]:
     """Independent substreams, decoded on up to `threads` threads."""
     return _lib().decode_many(list(data), [_i32(i) for i in indexes], *tables._args(), threads)
+
+
+def scale_indexes(values: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
+    """#{j : boundaries[j] < v} for each value, int32 (`torch.bucketize(v, boundaries)`; NaN -> len)."""
+    return _lib().scale_indexes(np.ascontiguousarray(values, np.float32).reshape(-1),
+                                np.ascontiguousarray(boundaries, np.float32).reshape(-1))
+
+
+def motion_field(modes: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+    """(2, H, W) int32 field from merge modes (H, W) and explicit residuals (N, 2); ValueError if malformed."""
+    modes = np.ascontiguousarray(modes, np.int32)
+    out = _lib().motion_field(modes, np.ascontiguousarray(residuals, np.int32).reshape(-1, 2))
+    return out.reshape(2, *modes.shape)

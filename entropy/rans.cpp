@@ -23,6 +23,9 @@
  * All loops are bounded by the input sizes; reading past the end of a stream, an index outside the
  * tables, an escape longer than 8 digits or a bad final state are errors (ValueError), never UB.
  * Coding runs without the GIL; the *_many functions code independent substreams on std::threads.
+ *
+ * Beside the coder, two decoding loops that are not rANS but too slow in Python (see "decoding
+ * helpers" below): scale indexes (torch.bucketize) and the motion field's merge-mode rebuild.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -257,8 +260,24 @@ struct Buffer {
     }
     return true;
   }
+  // A C-contiguous 1-D float32 array.
+  bool get_float32(PyObject* obj, const char* name) {
+    if (!get(obj, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)) {
+      PyErr_Clear();
+      PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous float32 array", name);
+      return false;
+    }
+    const char* f = view.format ? view.format : "B";
+    if (*f == '@' || *f == '=' || *f == '<') ++f;
+    if (view.itemsize != 4 || std::strcmp(f, "f") || view.ndim != 1) {
+      PyErr_Format(PyExc_TypeError, "%s must be a 1-D float32 array", name);
+      return false;
+    }
+    return true;
+  }
   size_t size() const { return static_cast<size_t>(view.len / 4); }
   const int32_t* i32() const { return static_cast<const int32_t*>(view.buf); }
+  const float* f32() const { return static_cast<const float*>(view.buf); }
 };
 
 struct TableBuffers {
@@ -461,6 +480,154 @@ PyObject* many(PyObject* args, const char* format, bool encode) {
 PyObject* py_encode_many(PyObject*, PyObject* args) { return many(args, "OOOOO|i:encode_many", true); }
 PyObject* py_decode_many(PyObject*, PyObject* args) { return many(args, "OOOOO|i:decode_many", false); }
 
+
+// ---------------------------------------------------------------- decoding helpers beside the coder
+// Two loops of the decoder that are too slow in Python and are not rANS: the scale index of every
+// symbol (torch.bucketize) and the raster rebuild of a motion field from its merge modes. Both
+// release the GIL, as the coder does, so they run beside synthesis in the pipelined decoder.
+
+// #{j : boundaries[j] < v} per value (torch.bucketize(v, boundaries), right=False); NaN -> n.
+PyObject* py_scale_indexes(PyObject*, PyObject* args) {
+  PyObject *v, *b;
+  if (!PyArg_ParseTuple(args, "OO:scale_indexes", &v, &b)) return nullptr;
+  Buffer values, bounds, out;
+  if (!values.get_float32(v, "values") || !bounds.get_float32(b, "boundaries")) return nullptr;
+  const size_t n = values.size(), nb = bounds.size();
+  PyObject* arr = new_int32_array(n);
+  if (!arr) return nullptr;
+  if (!out.get(arr, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)) {
+    Py_DECREF(arr);
+    return nullptr;
+  }
+  const float* x = values.f32();
+  const float* t = bounds.f32();
+  int32_t* o = static_cast<int32_t*>(out.view.buf);
+  bool sorted = true;
+  for (size_t j = 0; j + 1 < nb; ++j) sorted &= t[j] <= t[j + 1];
+  if (!sorted) {
+    Py_DECREF(arr);
+    PyErr_SetString(PyExc_ValueError, "boundaries must be sorted");
+    return nullptr;
+  }
+  Py_BEGIN_ALLOW_THREADS
+  if (nb > 0 && t[0] > 0.0f) {
+    // Positive boundaries (scale tables): a float's bits, read as an integer, order positive floats,
+    // so its top 13 bits (exponent and 4 mantissa bits: 1/16-octave buckets) index a table of the
+    // count of boundaries below the bucket; a short walk finishes the count exactly.
+    constexpr int kShift = 19;
+    std::vector<int32_t> below(1u << (32 - kShift - 1));
+    for (size_t k = 0; k < below.size(); ++k) {
+      const uint32_t bits = static_cast<uint32_t>(k) << kShift;
+      float start;
+      std::memcpy(&start, &bits, 4);
+      below[k] = static_cast<int32_t>(std::lower_bound(t, t + nb, start) - t);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const float xi = x[i];
+      uint32_t bits;
+      std::memcpy(&bits, &xi, 4);
+      if (xi != xi) {
+        o[i] = static_cast<int32_t>(nb);
+      } else if (!(xi > 0.0f)) {
+        o[i] = 0;
+      } else {
+        int32_t j = below[bits >> kShift];
+        while (j < static_cast<int32_t>(nb) && t[j] < xi) ++j;
+        o[i] = j;
+      }
+    }
+  } else {
+    for (size_t i = 0; i < n; ++i) {
+      const float xi = x[i];
+      o[i] = xi != xi ? static_cast<int32_t>(nb) : static_cast<int32_t>(std::lower_bound(t, t + nb, xi) - t);
+    }
+  }
+  Py_END_ALLOW_THREADS
+  return arr;
+}
+
+// The motion field of entropy/motion.py's merge modes (its docstring defines them): modes (H, W)
+// int32, residuals (N, 2) int32 of the EXPLICIT blocks in raster order -> (2, H, W) int32 vectors.
+enum MotionMode : int32_t { kMedian = 0, kLeft = 1, kTop = 2, kCorner = 3, kZero = -2, kExplicit = -1 };
+
+inline int32_t median3(int32_t a, int32_t b, int32_t c) { return std::max(std::min(a, b), std::min(std::max(a, b), c)); }
+
+std::string motion_field(const int32_t* modes, size_t h, size_t w, const int32_t* res, size_t n_res, int32_t* out) {
+  int32_t* vx = out;
+  int32_t* vy = out + h * w;
+  size_t r = 0;
+  constexpr int64_t kLimit = 1 << 16;
+  for (size_t y = 0; y < h; ++y)
+    for (size_t x = 0; x < w; ++x) {
+      const size_t i = y * w + x;
+      const int32_t m = modes[i];
+      const bool has_left = x > 0, has_top = y > 0;
+      // the corner: top-right, or top-left in the last column (none on the first row or when w == 1)
+      const bool has_corner = has_top && w > 1;
+      const size_t corner = has_corner ? (x + 1 < w ? i - w + 1 : i - w - 1) : 0;
+      int64_t px, py;
+      if (m == kLeft && has_left) {
+        px = vx[i - 1], py = vy[i - 1];
+      } else if (m == kTop && has_top) {
+        px = vx[i - w], py = vy[i - w];
+      } else if (m == kZero) {
+        px = py = 0;
+      } else if (m == kCorner && has_corner) {
+        px = vx[corner], py = vy[corner];
+      } else if (m == kMedian || m == kExplicit) {
+        if (!has_top) {
+          px = has_left ? vx[i - 1] : 0, py = has_left ? vy[i - 1] : 0;
+        } else if (!has_left) {
+          px = vx[i - w], py = vy[i - w];
+        } else {
+          px = median3(vx[i - 1], vx[i - w], vx[corner]);
+          py = median3(vy[i - 1], vy[i - w], vy[corner]);
+        }
+        if (m == kExplicit) {
+          if (r >= n_res) return "malformed motion stream (too few residuals)";
+          px += res[2 * r], py += res[2 * r + 1];
+          ++r;
+        }
+      } else {
+        return "malformed motion stream (bad mode)";
+      }
+      if (px > kLimit || px < -kLimit || py > kLimit || py < -kLimit)
+        return "malformed motion stream (vectors out of range)";
+      vx[i] = static_cast<int32_t>(px), vy[i] = static_cast<int32_t>(py);
+    }
+  if (r != n_res) return "malformed motion stream (too many residuals)";
+  return "";
+}
+
+PyObject* py_motion_field(PyObject*, PyObject* args) {
+  PyObject *m, *rs;
+  if (!PyArg_ParseTuple(args, "OO:motion_field", &m, &rs)) return nullptr;
+  Buffer modes, res, out;
+  if (!modes.get_int32(m, 2, "modes") || !res.get_int32(rs, 2, "residuals")) return nullptr;
+  if (res.view.shape[1] != 2) {
+    PyErr_SetString(PyExc_TypeError, "residuals must have shape (N, 2)");
+    return nullptr;
+  }
+  const size_t h = static_cast<size_t>(modes.view.shape[0]), w = static_cast<size_t>(modes.view.shape[1]);
+  PyObject* arr = new_int32_array(2 * h * w);
+  if (!arr) return nullptr;
+  if (!out.get(arr, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)) {
+    Py_DECREF(arr);
+    return nullptr;
+  }
+  std::string error;
+  Py_BEGIN_ALLOW_THREADS
+  error = motion_field(modes.i32(), h, w, res.i32(), static_cast<size_t>(res.view.shape[0]),
+                       static_cast<int32_t*>(out.view.buf));
+  Py_END_ALLOW_THREADS
+  if (!error.empty()) {
+    Py_DECREF(arr);
+    PyErr_SetString(PyExc_ValueError, error.c_str());
+    return nullptr;
+  }
+  return arr;
+}
+
 PyMethodDef methods[] = {
     {"encode", py_encode, METH_VARARGS,
      "encode(symbols, indexes, cdfs, lengths, offsets) -> bytes\n\n"
@@ -473,6 +640,12 @@ PyMethodDef methods[] = {
      "Independent substreams, coded on up to `threads` threads."},
     {"decode_many", py_decode_many, METH_VARARGS,
      "decode_many(data_list, indexes_list, cdfs, lengths, offsets, threads=1) -> list[numpy.ndarray]"},
+    {"scale_indexes", py_scale_indexes, METH_VARARGS,
+     "scale_indexes(values, boundaries) -> numpy.ndarray[int32]\n\n"
+     "#{j : boundaries[j] < v} for each float32 value (torch.bucketize, right=False; NaN -> len)."},
+    {"motion_field", py_motion_field, METH_VARARGS,
+     "motion_field(modes, residuals) -> numpy.ndarray[int32] (2*H*W,)\n\n"
+     "The motion field of merge modes (H, W) and explicit residuals (N, 2), int32 (entropy/motion.py)."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module = {PyModuleDef_HEAD_INIT, "nvc.entropy._rans",

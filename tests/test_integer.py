@@ -168,8 +168,8 @@ def test_encode_and_decode_on_different_thread_counts(model, twins, case):
         torch.set_num_threads(2)
         lc_i, lc_p = model.intra.latent_codec, model.inter.latent_codec
         with torch.no_grad():
-            z_i, parts_i, y_hat_i = I.compress_latent(lc_i, twins["I"], case.y_i)
-            z_p, parts_p, y_hat_p = I.compress_latent(lc_p, twins["P"], case.y_p, (y_hat_i, case.mv))
+            z_i, parts_i, y_hat_i = I.IntegerLatentCodec(lc_i, twins["I"]).compress(case.y_i)
+            z_p, parts_p, y_hat_p = I.IntegerLatentCodec(lc_p, twins["P"]).compress(case.y_p, (y_hat_i, case.mv))
         # y_hat = symbols + means / 256: exactly on the 1/256 grid
         assert torch.equal(torch.round(y_hat_p * 256) / 256, y_hat_p)
         shape = tuple(case.y_i.shape[1:])
@@ -177,8 +177,8 @@ def test_encode_and_decode_on_different_thread_counts(model, twins, case):
         for impl in ("torch", "numpy"):
             ti = twins["I"] if impl == "torch" else twins["I"].numpy()
             tp = twins["P"] if impl == "torch" else twins["P"].numpy()
-            dec_i = I.decompress_latent(lc_i, ti, z_i, parts_i, shape)
-            dec_p = I.decompress_latent(lc_p, tp, z_p, parts_p, shape, (dec_i, case.mv))
+            dec_i = I.IntegerLatentCodec(lc_i, ti).decompress(z_i, parts_i, shape)
+            dec_p = I.IntegerLatentCodec(lc_p, tp).decompress(z_p, parts_p, shape, (dec_i, case.mv))
             assert torch.equal(dec_i, y_hat_i) and torch.equal(dec_p, y_hat_p), impl
     finally:
         torch.set_num_threads(1)
@@ -187,9 +187,9 @@ def test_encode_and_decode_on_different_thread_counts(model, twins, case):
 def test_one_step_schedule_round_trip(model, twins, case):
     """`steps=1` (every symbol from the base, no context) codes and decodes too."""
     lc = model.intra.latent_codec
-    z, parts, y_hat = I.compress_latent(lc, twins["I"], case.y_i, steps=1)
+    z, parts, y_hat = I.IntegerLatentCodec(lc, twins["I"]).compress(case.y_i, steps=1)
     assert len(parts) == 1
-    assert torch.equal(I.decompress_latent(lc, twins["I"], z, parts, tuple(case.y_i.shape[1:])), y_hat)
+    assert torch.equal(I.IntegerLatentCodec(lc, twins["I"]).decompress(z, parts, tuple(case.y_i.shape[1:])), y_hat)
 
 
 def test_integer_warp_is_the_bilinear_warp(case):

@@ -184,3 +184,51 @@ def test_bad_tables_and_types(nt):
         _rans.encode(symbols[::2], indexes[::2], nt.cdfs, nt.lengths, nt.offsets)
     with pytest.raises(TypeError):
         _rans.decode("text", indexes, nt.cdfs, nt.lengths, nt.offsets)
+
+
+# ---------------------------------------------------------------- decoding helpers beside the coder
+
+
+def test_scale_indexes_are_torch_bucketize():
+    import torch
+
+    table = coder.scale_table()[:-1]
+    edges = torch.cat([table, table.nextafter(torch.tensor(0.0)), table.nextafter(torch.tensor(1e9))])
+    values = torch.cat([torch.rand(20000) * 80, torch.randn(1000) * 1e-3, torch.rand(100) * 1e30, edges,
+                        torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 1e-45])])
+    assert np.array_equal(native.scale_indexes(values.numpy(), table.numpy()), torch.bucketize(values, table).numpy())
+    signed = torch.tensor([-1.0, 0.0, 2.0])  # boundaries that are not all positive: the plain search
+    assert np.array_equal(native.scale_indexes(values.numpy(), signed.numpy()), torch.bucketize(values, signed).numpy())
+    with pytest.raises(ValueError, match="sorted"):
+        native.scale_indexes(values.numpy(), signed.numpy()[::-1].copy())
+    with pytest.raises(TypeError, match="float32"):  # the extension itself (the wrapper converts)
+        native._lib().scale_indexes(values.numpy().astype(np.float64), table.numpy())
+
+
+def test_motion_field_is_the_python_rebuild():
+    from nvc.entropy import motion
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        h, w = rng.integers(1, 10, 2)
+        field = rng.integers(-3, 4, (2, h, w)) * rng.integers(0, 2, (1, h, w))  # runs of equal vectors
+        modes, residuals = motion.field_modes(field)
+        assert np.array_equal(native.motion_field(modes, residuals), field)
+        assert np.array_equal(motion.field_from_modes(modes, residuals), field)
+
+
+def test_motion_field_rejects_malformed_modes():
+    modes = np.zeros((3, 4), np.int32)
+    none = np.zeros((0, 2), np.int32)
+    assert not native.motion_field(modes, none).any()
+    for bad, residuals, message in [
+        (7, none, "bad mode"),
+        (1, none, "bad mode"),  # LEFT in the first column
+        (-1, none, "too few residuals"),
+        (0, np.ones((1, 2), np.int32), "too many residuals"),
+        (-1, np.full((1, 2), 1 << 20, np.int32), "out of range"),
+    ]:
+        m = modes.copy()
+        m[1, 0] = bad
+        with pytest.raises(ValueError, match=message):
+            native.motion_field(m, residuals)
