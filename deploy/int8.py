@@ -447,9 +447,11 @@ class _OpenVINO:
         return self._requests[shapes]
 
     def __call__(self, *arrays: np.ndarray) -> np.ndarray:
+        """The output, a view of the request's buffer: valid until the next call (callers convert it
+        under `Int8Synthesis._lock`). Inputs are read in place (share_inputs), not copied."""
         request = self._request(tuple(a.shape for a in arrays))
-        request.infer(list(arrays))
-        return request.get_output_tensor(0).data.copy()  # the request reuses its output buffer
+        request.infer(list(arrays), share_inputs=True)
+        return request.get_output_tensor(0).data
 
 
 class _OnnxRuntime:

@@ -71,7 +71,7 @@ import torch
 import torch.nn.functional as F
 
 from nvc.deploy import with_frame_models
-from nvc.entropy.multistep import MultiStepLatentCodec, step_masks
+from nvc.entropy.multistep import MultiStepLatentCodec, gather, step_masks
 
 MEAN_FRAC = 8  # means and y_hat on the 1/256 grid
 PARAM_FRAC = 16  # conv outputs and base parameters in 2^-16
@@ -700,8 +700,8 @@ class IntegerLatentCodec:
                           positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         means_fixed, indexes = self.twin.step(s, base, y_hat, steps)
         pos = positions.to(means_fixed.device)
-        means = means_fixed.reshape(-1)[pos].float() / float(1 << MEAN_FRAC)
-        return means.to(y_hat.device), indexes.reshape(-1)[pos].to(y_hat.device)
+        means = gather(means_fixed, pos).float() / float(1 << MEAN_FRAC)
+        return means.to(y_hat.device), gather(indexes, pos).to(y_hat.device)
 
     # The float codec's coding loops, with the parameters above (`self` stands in for the codec).
     compress = MultiStepLatentCodec.compress

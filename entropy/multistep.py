@@ -49,6 +49,11 @@ def step_masks(steps: int, channels: int, height: int, width: int, device=None) 
     raise ValueError(f"unsupported number of steps: {steps} (1, 2 or 4)")
 
 
+def gather(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """x.reshape(-1)[positions] (index_select: ~2x faster than indexing)."""
+    return torch.index_select(x.reshape(-1), 0, positions)
+
+
 @dataclass(frozen=True)
 class StepPlan:
     """One decoding step as flat positions of the latent: `positions` (int64, C order) and, per
@@ -186,7 +191,7 @@ class MultiStepLatentCodec(nn.Module):
         of a `steps`-step schedule codes, given the symbols decoded so far (`y_hat`)."""
         with single_threaded():
             means, scales = self.step_parameters(s if steps == self.steps else 0, base, y_hat)
-        return means.reshape(-1)[positions], coder.scale_indexes(scales.reshape(-1)[positions], self.y_codec.scale_table)
+        return gather(means, positions), coder.scale_indexes(gather(scales, positions), self.y_codec.scale_table)
 
     @torch.no_grad()
     def compress(self, y: torch.Tensor, prior: tuple | None = None, steps: int | None = None,
@@ -205,9 +210,9 @@ class MultiStepLatentCodec(nn.Module):
         for s, plan in enumerate(self._plan(steps, *y.shape[1:])):
             pos = plan.positions.to(y.device)
             means, indexes = self.coding_parameters(s, steps, base, y_hat, pos)
-            symbols = torch.round(y.reshape(-1)[pos] - means)
+            symbols = torch.round(gather(y, pos) - means)
             coded = indexes > 0
-            y_hat.view(-1)[pos] = torch.where(coded, symbols + means, means)
+            y_hat.view(-1).index_copy_(0, pos, torch.where(coded, symbols + means, means))
             if stats is not None:
                 stats["symbols"] = stats.get("symbols", 0) + pos.numel()
                 stats["coded"] = stats.get("coded", 0) + int(coded.sum())
@@ -238,5 +243,5 @@ class MultiStepLatentCodec(nn.Module):
                 part = indexes[a:b]
                 coded = part > 0
                 symbols[a:b][coded] = coder.decode(data, part[coded], tables)
-            y_hat.view(-1)[pos] = torch.from_numpy(symbols).to(means) + means
+            y_hat.view(-1).index_copy_(0, pos, torch.from_numpy(symbols).to(means) + means)
         return y_hat

@@ -30,7 +30,7 @@ import torch
 
 from nvc.models.config import DEFAULT_QUALITY
 from nvc.models.registry import DEFAULT_MODEL, MODEL_TABLE, entry_by_name
-from nvc.models.transforms import PAD_MULTIPLE, pack_yuv420, unpack_yuv420
+from nvc.models.transforms import PAD_MULTIPLE, pack_yuv420
 from nvc.atomic import AtomicPath
 from nvc.container import (END_OF_STREAM, ChromaLocation, ColorRange, ColorSpace, DamagedPacket, EntropyParameters,
                            FramePacket, FrameType, StreamHeader, SynthesisEngine, read_packets)
@@ -59,8 +59,11 @@ def frame_to_tensor(frame: YUVFrame, device: str | torch.device = "cpu") -> torc
 def tensor_to_frame(x: torch.Tensor, height: int, width: int) -> YUVFrame:
     """Packed reconstruction -> cropped YUV420 uint8 planes."""
     ch, cw = chroma_size(height, width)
-    y, u, v = (p[0, 0].mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy() for p in unpack_yuv420(x))
-    return YUVFrame(y[:height, :width].copy(), u[:ch, :cw].copy(), v[:ch, :cw].copy())
+    q = x[0].mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()  # to 8 bits first, then unpack
+    h2, w2 = q.shape[1:]
+    y = q[:4].reshape(2, 2, h2, w2)[:, :, : (height + 1) // 2, : (width + 1) // 2]  # luma 2x2 phases (unpack_yuv420)
+    y = y.transpose(2, 0, 3, 1).reshape(2 * y.shape[2], 2 * y.shape[3])
+    return YUVFrame(np.ascontiguousarray(y[:height, :width]), q[4, :ch, :cw].copy(), q[5, :ch, :cw].copy())
 
 
 def resolve_device(device: str) -> str:
@@ -102,7 +105,10 @@ def deployed_model(entry, device: str, engine: SynthesisEngine, entropy: Entropy
     copies of the shipped model that share its weights (`nvc.deploy`). The synthesis id is the
     int8 graphs' hash prefix (zeros for torch). An int8 engine's graphs are built from the weights
     the first time (calibration on the training clips, minutes; cached under $NVC_CACHE)."""
-    model, weights_hash = load_shipped(entry, device)
+    try:
+        model, weights_hash = load_shipped(entry, device)
+    except FileNotFoundError as e:  # a model of the table whose weights this installation lacks
+        raise NvcError(str(e)) from None
     synthesis_id = bytes(8)
     if engine == SynthesisEngine.TORCH and entropy == EntropyParameters.FLOAT:
         return model, weights_hash, synthesis_id
