@@ -30,6 +30,7 @@ MODEL_TABLE: dict[int, ModelEntry] = {
     1: ModelEntry(1, "hyperprior-yuv420-v1", "hyperprior-yuv420-v1.pt", 6),  # intra only
     2: ModelEntry(2, "tcm-yuv420-v1", "tcm-yuv420-v1.pt", 6),  # model 1's intra + a P-frame model
     3: ModelEntry(3, "lean-mc-yuv420-v2", "lean-mc-yuv420-v2.pt", 8),  # v2: lean int8-friendly decoder, motion
+    4: ModelEntry(4, "pq-mim-v1", "pq-mim-v1.pt", 6),  # product-quantized tokens, masked-token model (I-frames)
 }
 DEFAULT_MODEL = "tcm-yuv420-v1"
 INTRA_MODEL = "hyperprior-yuv420-v1"  # the intra model that P-frame training starts from

@@ -241,11 +241,16 @@ def _build(architecture: str, config: dict, inter: bool) -> nn.Module:
         from nvc.models.lean import LeanConfig
 
         return LeanVideoModel(LeanConfig.from_dict(config))
+    if architecture == "pq-mim":
+        from nvc.models.pq import PQMimConfig
+        from nvc.pq_model import PQMimVideoModel
+
+        return PQMimVideoModel(PQMimConfig.from_dict(config))
     return VideoModel(HyperpriorConfig.from_dict(config), inter=inter)
 
 
 def load_weights(path) -> nn.Module:
-    """The model a weights file describes (v1 `VideoModel` or v2 `LeanVideoModel`), in eval mode."""
+    """The model a weights file describes (v1 `VideoModel`, v2 `LeanVideoModel` or `PQMimVideoModel`), in eval mode."""
     data = torch.load(path, map_location="cpu", weights_only=True)
     state = data["state_dict"]
     if "inter" not in data:  # model id 1: an intra model saved on its own
