@@ -90,7 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     from nvc.models.registry import DEFAULT_MODEL
     from nvc.output import FORMATS
 
-    levels = _quality_levels().get(DEFAULT_MODEL)
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", help="show a traceback on errors")
     common = argparse.ArgumentParser(add_help=False, parents=[debug])
@@ -116,11 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("input", help="input video: mp4, mkv, y4m, ..., raw .yuv with --size and --fps, "
                                    "or - for Y4M on stdin")
     enc.add_argument("-o", "--output", required=True, help="output .nvc file, or - for stdout")
-    span = f"0..{levels - 1}, 0 = smallest files" if levels else "0 = smallest files"
-    enc.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help=f"quality level {span} (default: {DEFAULT_QUALITY})")
+    enc.add_argument("--quality", type=int, default=DEFAULT_QUALITY,
+                     help=f"quality level, 0 = smallest files, up to the model's last (see --model; default: {DEFAULT_QUALITY})")
     enc.add_argument("--frames", type=int, help="encode at most this many frames")
-    enc.add_argument("--model", default=DEFAULT_MODEL,
-                     help=f"shipped model: {', '.join(_quality_levels())} (default: {DEFAULT_MODEL})")
+    models = ", ".join(f"{name} (quality 0..{n - 1})" for name, n in _quality_levels().items())
+    enc.add_argument("--model", default=DEFAULT_MODEL, help=f"shipped model: {models} (default: {DEFAULT_MODEL})")
     enc.add_argument("--intra-period", type=int, default=32,
                      help="an I-frame every N frames, P-frames between; 1 = all intra, -1 = only the first (default: 32)")
     enc.add_argument("--size", type=_size, help="WxH of a raw .yuv input")
