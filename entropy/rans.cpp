@@ -245,32 +245,22 @@ struct Buffer {
     return held;
   }
   // A C-contiguous int32 array with `ndim` dimensions.
-  bool get_int32(PyObject* obj, int ndim, const char* name) {
-    if (!get(obj, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)) {
-      PyErr_Clear();
-      PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous int32 array", name);
-      return false;
-    }
-    const char* f = view.format ? view.format : "B";
-    if (*f == '@' || *f == '=' || *f == '<') ++f;
-    const bool int32 = view.itemsize == 4 && (!std::strcmp(f, "i") || (sizeof(long) == 4 && !std::strcmp(f, "l")));
-    if (!int32 || view.ndim != ndim) {
-      PyErr_Format(PyExc_TypeError, "%s must be a %d-D int32 array", name, ndim);
-      return false;
-    }
-    return true;
-  }
+  bool get_int32(PyObject* obj, int ndim, const char* name) { return get_typed(obj, ndim, false, name); }
   // A C-contiguous 1-D float32 array.
-  bool get_float32(PyObject* obj, const char* name) {
+  bool get_float32(PyObject* obj, const char* name) { return get_typed(obj, 1, true, name); }
+  bool get_typed(PyObject* obj, int ndim, bool float32, const char* name) {
+    const char* type = float32 ? "float32" : "int32";
     if (!get(obj, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)) {
       PyErr_Clear();
-      PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous float32 array", name);
+      PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous %s array", name, type);
       return false;
     }
     const char* f = view.format ? view.format : "B";
     if (*f == '@' || *f == '=' || *f == '<') ++f;
-    if (view.itemsize != 4 || std::strcmp(f, "f") || view.ndim != 1) {
-      PyErr_Format(PyExc_TypeError, "%s must be a 1-D float32 array", name);
+    const bool ok = view.itemsize == 4 && (float32 ? !std::strcmp(f, "f")
+                                                   : !std::strcmp(f, "i") || (sizeof(long) == 4 && !std::strcmp(f, "l")));
+    if (!ok || view.ndim != ndim) {
+      PyErr_Format(PyExc_TypeError, "%s must be a %d-D %s array", name, ndim, type);
       return false;
     }
     return true;
