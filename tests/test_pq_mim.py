@@ -161,13 +161,15 @@ def test_training_step_updates_token_model_and_codebooks(frame):
     m.quantizer.ema_update(out.quantized.z, out.quantized.tokens, out.quantized.active)
 
 
-def test_missing_weights_fail_in_one_line(tmp_path):
+def test_missing_weights_fail_in_one_line(tmp_path, monkeypatch):
+    """An installation without a model's weights file: a one-line error naming it."""
     from nvc.codec import Encoder
+    from nvc.models import registry
 
-    if entry_by_name("pq-mim-v1").weights_path.exists():
-        pytest.skip("pq-mim-v1 weights are shipped")
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path / "no-weights")
     with pytest.raises(NvcError, match="weights for pq-mim-v1 are missing"):
         Encoder(tmp_path / "x.nvc", 64, 64, model="pq-mim-v1", intra_period=1)
+    assert not (tmp_path / "x.nvc").exists()
 
 
 def test_token_model_logits_cover_every_token():
