@@ -60,10 +60,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from nvc.deploy import with_frame_models
+from nvc.models.lean import BLOCK
 
 ENGINES = ("torch", "torch-bf16", "openvino", "onnxruntime")  # torch: the fp32 reference twin
 INT8_ENGINES = ("openvino", "onnxruntime")
-FORMAT_VERSION = 6  # bump when the exported graph or the quantization code changes meaning
+FORMAT_VERSION = 7  # bump when the exported graph or the quantization code changes meaning
 CALIBRATION_VERSION = 3  # bump when the calibration inputs change meaning
 # The training clips (calibration data); the repository's ../shared/data/train unless NVC_TRAIN_CLIPS says.
 TRAIN_CLIPS = Path(os.environ.get("NVC_TRAIN_CLIPS",
@@ -114,26 +115,26 @@ def weights_digest(model: nn.Module) -> str:
 
 
 class _DepthToSpace(torch.autograd.Function):
-    """ONNX DepthToSpace, mode DCR (blocksize 2): out[c, 2y + i, 2x + j] = x[(i*2 + j)*C + c]. In the
-    engines' channels-last layout this moves runs of C channels, where torch's order (CRD,
-    x[c*4 + i*2 + j]) gathers them (OpenVINO at 720p: 0.66 -> 0.11 ms at 1/16, 1.5 -> 1.2 at 1/8);
-    the producing conv's output channels are permuted to match (`_dcr`)."""
+    """ONNX DepthToSpace, mode DCR (blocksize r): out[c, r*y + i, r*x + j] = x[(i*r + j)*C + c]. In
+    the engines' channels-last layout this moves runs of C channels, where torch's order (CRD,
+    x[c*r*r + i*r + j]) gathers them (OpenVINO at 720p, r = 2: 0.66 -> 0.11 ms at 1/16, 1.5 -> 1.2
+    at 1/8); the producing conv's output channels are permuted to match (`_dcr`)."""
 
     @staticmethod
-    def forward(ctx, x):  # noqa: D102
-        b, c4, h, w = x.shape
-        x = x.reshape(b, 2, 2, c4 // 4, h, w).permute(0, 3, 4, 1, 5, 2)
-        return x.reshape(b, c4 // 4, 2 * h, 2 * w)
+    def forward(ctx, x, r=2):  # noqa: D102
+        b, c, h, w = x.shape
+        x = x.reshape(b, r, r, c // (r * r), h, w).permute(0, 3, 4, 1, 5, 2)
+        return x.reshape(b, c // (r * r), r * h, r * w)
 
     @staticmethod
-    def symbolic(g, x):  # noqa: D102
-        return g.op("DepthToSpace", x, blocksize_i=2, mode_s="DCR")
+    def symbolic(g, x, r=2):  # noqa: D102
+        return g.op("DepthToSpace", x, blocksize_i=r, mode_s="DCR")
 
 
-def _dcr(conv: nn.Conv2d) -> nn.Conv2d:
-    """Reorder a conv's output channels from PixelShuffle's order (c*4 + k) to DCR's (k*C + c)."""
-    c = conv.out_channels // 4
-    perm = [ch * 4 + k for k in range(4) for ch in range(c)]
+def _dcr(conv: nn.Conv2d, r: int = 2) -> nn.Conv2d:
+    """Reorder a conv's output channels from PixelShuffle's order (c*r*r + k) to DCR's (k*C + c)."""
+    c = conv.out_channels // (r * r)
+    perm = [ch * r * r + k for k in range(r * r) for ch in range(c)]
     with torch.no_grad():
         conv.weight.copy_(conv.weight[perm])
         conv.bias.copy_(conv.bias[perm])
@@ -176,6 +177,9 @@ class SynthesisGraph(nn.Module):
     split in two (conv of each part, summed): a per-tensor 8-bit scale shared by ReLU features
     (0..~20) and the prediction (0..1) would quantize the prediction to ~1/12 of its 8-bit steps;
     split, each input has its own scale.
+    The block transform (`nvc.models.lean.BlockTransform`, a 1x1 conv and an 8x DepthToSpace) stays
+    in float (`quantize_onnx`): its input, the latent, needs finer steps at high quality than one
+    8-bit scale over the latent's range gives.
     The output's `pred + conv(pred)` is one conv with the identity added to its centre taps: the
     trained conv is close to minus the identity (the net replaces the prediction rather than
     correcting it), so the sum has ~50x smaller weights, and int8 rounding of the weights, whose
@@ -189,6 +193,7 @@ class SynthesisGraph(nn.Module):
         self.c16a, self.c16b = g_s.up16[0], _dcr(g_s.up16[2])
         self.c8a, self.c8b = g_s.up8[0], _dcr(g_s.up8[2])
         self.c4, self.c2, self.out = g_s.mix4[0], _dcr(g_s.up4[0]), g_s.out
+        self.block = _dcr(g_s.block.linear, BLOCK) if g_s.block is not None else None
         if self.conditional:
             w4 = self.c4.in_channels - 24
             self.c4, c4p = _split_conv(self.c4, w4)
@@ -210,10 +215,12 @@ class SynthesisGraph(nn.Module):
             h = F.relu(self.c4(h))
         h = shuffle(F.relu(self.c2(h)))
         x = self.out(h) + self.outp(pred) if self.conditional else self.out(h)
+        if self.block is not None:
+            x = x + shuffle(self.block(y), BLOCK)
         return torch.round(torch.clamp(x * 255, 0, 255)).to(torch.uint8)  # = nvc.model.to_8bit, as bytes
 
 
-CONVS = ("c16a", "c16b", "c8a", "c8b", "c4", "c4p", "c2", "out", "outp")  # SynthesisGraph's convs, in order
+CONVS = ("c16a", "c16b", "c8a", "c8b", "c4", "c4p", "c2", "out", "outp", "block")  # SynthesisGraph's convs, in order
 
 
 def export_onnx(g_s: nn.Module, path: Path) -> None:
@@ -371,7 +378,8 @@ def quantize_onnx(src: Path, dst: Path, samples: list[dict], config: QuantConfig
     unknown = set(config.float_convs) - set(CONVS)
     if unknown:
         raise ValueError(f"unknown convs {sorted(unknown)}: {', '.join(CONVS)}")
-    float_nodes |= {n.name for n in graph.node if n.op_type == "Conv" and n.name.split("/")[1] in config.float_convs}
+    float_convs = {*config.float_convs, "block"}  # the block transform always (see SynthesisGraph)
+    float_nodes |= {n.name for n in graph.node if n.op_type == "Conv" and n.name.split("/")[1] in float_convs}
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[config.calibrate]
     # Keep the ReLUs: QDQ would drop them into the 8-bit clamp, which `_strip_requantization` may remove.

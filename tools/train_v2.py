@@ -27,10 +27,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from tqdm import tqdm
 
 from nvc.lean_model import LeanVideoModel
-from nvc.models.lean import LeanConfig
+from nvc.models.lean import BLOCK, BLOCK_SAMPLES, LeanConfig
 from nvc.models.registry import entry_by_name
 from tools import training
 from tools.datasets import SAMPLE_CLIPS, crop_packed, load_photos, random_corner
@@ -98,6 +99,33 @@ class RunSampler:
         runs = [self._photo_run() if self.photos and self.rng.random() < self.photo_share else self._video_run()
                 for _ in range(size)]
         return torch.stack(runs)
+
+
+@torch.no_grad()
+def start_block_transform(model: LeanVideoModel, blocks: torch.Tensor) -> None:
+    """Start the block transforms (`nvc.models.lean.BlockTransform`) of both frame models as the
+    Karhunen-Loeve transform of `blocks` (packed training frames, (N, 6, h, w)) and hand them the
+    latent: the nonlinear branches' output layers start at zero (they learn to refine it) and every
+    quality level's gain becomes the step of uniform scalar quantization that its lambda calls for at
+    high rate (D = step^2 / 12 per coefficient against the bits of an orthonormal transform)."""
+    cfg = model.config
+    samples = nn.functional.pixel_unshuffle(blocks, BLOCK).permute(0, 2, 3, 1).reshape(-1, BLOCK_SAMPLES)
+    mean = samples.mean(0)
+    _, vectors = torch.linalg.eigh(torch.cov((samples - mean).T))
+    basis = vectors.flip(1)[:, : cfg.latent_channels]  # (384, M), by decreasing variance
+    lambdas = torch.tensor(cfg.lambdas) * 255**2
+    step = (6 * BLOCK_SAMPLES / (4 * BLOCK * BLOCK * math.log(2) * lambdas)).sqrt()  # (levels,)
+    for frame_model, mean_of_input in ((model.intra, mean), (model.inter, torch.zeros_like(mean))):
+        a, s = frame_model.g_a.block.linear, frame_model.g_s.block.linear
+        a.weight.copy_(basis.T[:, :, None, None])
+        a.bias.copy_(-basis.T @ mean_of_input)
+        s.weight.copy_(basis[:, :, None, None])
+        s.bias.copy_(mean_of_input)
+        for layer in (frame_model.g_a.net[-1], frame_model.g_s.out):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        frame_model.gain.enc_gain.copy_((1 / step)[:, None].expand_as(frame_model.gain.enc_gain))
+        frame_model.gain.dec_gain.copy_(step[:, None].expand_as(frame_model.gain.dec_gain))
 
 
 def load_clips(data: Path, segment: int, segments: int, seed: int, sample_clips: bool = True) -> list[list]:
@@ -170,13 +198,26 @@ def main(argv=None) -> None:
 
     model = LeanVideoModel(LeanConfig()).to(device)
     shipped = entry_by_name(V2_MODEL).weights_path
-    if not args.from_scratch and shipped.exists() and not (args.out / "checkpoint.pt").exists():
-        from nvc.model import load_weights
-
-        model = load_weights(shipped).to(device)  # sized CDF buffers: a fresh model's are empty
-        if _is_main():
-            print(f"starting from the shipped weights {shipped.name}")
+    photos = load_photos(args.patch + 8 * args.length) if args.photo_share > 0 else []
+    sampler = RunSampler(load_clips(args.data, args.segment, args.segments, args.seed, not args.no_sample_clips), photos, args.patch,
+                         args.length, args.photo_share, seed=args.seed)
     checkpoints = training.Checkpoints(args.out)
+    if not checkpoints.path.exists():
+        start = None
+        if not args.from_scratch and shipped.exists():
+            from nvc.model import load_weights
+
+            start = load_weights(shipped).to(device)  # sized CDF buffers: a fresh model's are empty
+            if _is_main():
+                print(f"starting from the shipped weights {shipped.name}")
+        if start is not None and start.config == model.config:
+            model = start
+        else:  # no weights of this architecture yet: what matches, and the block transforms from the data
+            if start is not None:
+                training.load_model_state(model, start.state_dict())
+            start_block_transform(model, sampler.batch(64)[:, 0].to(device))
+            if _is_main():
+                print("block transforms started as the KLT of 64 training crops")
     new_phase = args.reinit_inter or args.inter_only
     if new_phase:  # the model from the checkpoint, fresh optimisers for what this phase trains
         step = checkpoints.resume(model, None, None, device, skip_optimizer=True)
@@ -188,6 +229,9 @@ def main(argv=None) -> None:
     if not new_phase:
         step = checkpoints.resume(model, opt, aux_opt, device)
     first_step = step
+    if distributed:  # every rank starts from rank 0's weights (a KLT or a fresh init differs per rank)
+        for t in model.state_dict().values():
+            dist.broadcast(t, 0)
     if args.inter_from:
         inter = torch.load(args.inter_from, map_location=device, weights_only=True)["model"]
         training.load_model_state(model, {k: v for k, v in inter.items() if k.startswith("inter.")})
@@ -195,9 +239,7 @@ def main(argv=None) -> None:
         training.save_v2(args.export, model)
         return
 
-    photos = load_photos(args.patch + 8 * args.length) if args.photo_share > 0 else []
-    sampler = RunSampler(load_clips(args.data, args.segment, args.segments, args.seed, not args.no_sample_clips), photos, args.patch,
-                         args.length, args.photo_share, seed=args.seed + step)
+    sampler.rng.seed(args.seed + step)
     bar = tqdm(total=args.steps, initial=step, desc="train v2", unit="step", dynamic_ncols=True, disable=not _is_main())
     ema = training.RunningMean()
     aux_loss = lambda: model.intra.latent_codec.aux_loss() + model.inter.latent_codec.aux_loss()  # noqa: E731
