@@ -114,7 +114,8 @@ def _median_prediction(mv: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def estimate_motion(cur: torch.Tensor, ref: torch.Tensor, lmbda: float = 128.0, passes: int = 3) -> torch.Tensor:
+def estimate_motion(cur: torch.Tensor, ref: torch.Tensor, lmbda: float = 128.0, passes: int = 3,
+                    block: int = BLOCK) -> torch.Tensor:
     """Rate-constrained block matching of luma planes (B, 1, H, W), H and W multiples of 16, in [0, 1].
 
     Returns (B, 2, H/16, W/16) int32 vectors in quarter pixels (x, y): ref[p + mv] predicts cur[p].
@@ -124,11 +125,19 @@ def estimate_motion(cur: torch.Tensor, ref: torch.Tensor, lmbda: float = 128.0, 
     the two checkerboard halves of the field (iterated conditional modes) among its own best vector,
     zero, the median of its left, top and top-right neighbours (the coder's prediction) and its
     neighbours' vectors. Larger `lmbda`: smoother, cheaper fields.
+
+    `block` (a multiple of 16) searches one vector per block x block area and repeats it over the
+    16x16 grid: the coder then codes 3 of every 4 vectors (block 32) as merges with their left or top
+    neighbour, the same stream format for fewer bits where the motion is smooth.
     """
+    out_h, out_w = cur.shape[-2] // BLOCK, cur.shape[-1] // BLOCK
+    if block != BLOCK:  # pad to whole blocks (edges replicated); the field is cut back at the end
+        pad = (0, -cur.shape[-1] % block, 0, -cur.shape[-2] % block)
+        cur, ref = F.pad(cur.float(), pad, mode="replicate"), F.pad(ref.float(), pad, mode="replicate")
     cur = cur.float() * 255
     ref = ref.float() * 255
     b, _, h, w = cur.shape
-    hb, wb = h // BLOCK, w // BLOCK
+    hb, wb = h // block, w // block
 
     # 1. coarse: integer search at 1/4 scale (blocks of 4x4)
     c4, r4 = F.avg_pool2d(cur, 4), F.avg_pool2d(ref, 4)
@@ -137,15 +146,18 @@ def estimate_motion(cur: torch.Tensor, ref: torch.Tensor, lmbda: float = 128.0, 
     for dy in range(-SEARCH_COARSE, SEARCH_COARSE + 1):
         for dx in range(-SEARCH_COARSE, SEARCH_COARSE + 1):
             # ties (flat or padded areas) go to the shorter vector: a tiny cost per pixel of length
-            sad = _block_sad(c4, _shifted(r4, dx, dy), BLOCK // 4) + 1e-3 * (abs(dx) + abs(dy))
+            sad = _block_sad(c4, _shifted(r4, dx, dy), block // 4) + 1e-3 * (abs(dx) + abs(dy))
             better = sad < best
             best = torch.where(better, sad, best)
             mv = torch.where(better, torch.tensor([dx * 4.0, dy * 4.0], device=cur.device)[None, :, None, None], mv)
     mv = mv * MV_UNITS  # full-scale pixels -> quarter pixels
 
+    still_sad = _block_sad(cur, ref, block)  # exact: the bilinear warp's float error (~1e-3 a pixel) could outweigh the tie-break
+
     def cost(candidate: torch.Tensor) -> torch.Tensor:
         length = candidate.abs().sum(1, keepdim=True) * 1e-3
-        return _block_sad(cur, warp(ref, _block_flow(candidate, BLOCK)), BLOCK) + length
+        sad = _block_sad(cur, warp(ref, _block_flow(candidate, block)), block)
+        return torch.where((candidate == 0).all(1, keepdim=True), still_sad, sad) + length
 
     # 2. fine: integer, then half- and quarter-pel refinement around the best vector
     best = cost(mv)
@@ -182,4 +194,8 @@ def estimate_motion(cur: torch.Tensor, ref: torch.Tensor, lmbda: float = 128.0, 
                 best_j = torch.where(better, j, best_j)
                 best_v = torch.where(better, cand, best_v)
             mv = torch.where(phase, best_v, mv)
-    return mv.round().to(torch.int32)
+    mv = mv.round().to(torch.int32)
+    if block != BLOCK:
+        r = block // BLOCK
+        mv = mv.repeat_interleave(r, -2).repeat_interleave(r, -1)[..., :out_h, :out_w].contiguous()
+    return mv

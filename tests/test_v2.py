@@ -114,6 +114,24 @@ def test_motion_search_finds_a_translation(carphone):
     assert err < (frame - target)[..., 16:-16, 16:-16][:, :4].abs().mean() / 3
 
 
+def test_coarse_motion_search_repeats_its_vectors_and_codes_cheaper(carphone):
+    """block=32 (the encoder's choice at the lowest qualities): the 16x16 grid's shape, one vector per
+    2x2 group, the translation found, and fewer motion bytes than the 16x16 search."""
+    frames = [frame_to_tensor(f) for f in read_frames(carphone, 2)]
+    cur, ref = (nn.functional.pixel_shuffle(f[:, :4], 2) for f in frames[::-1])
+    fine, coarse = estimate_motion(cur, ref), estimate_motion(cur, ref, block=32)
+    assert not estimate_motion(ref, ref, block=32).any()  # a still picture: zero vectors, exactly
+    assert coarse.shape == fine.shape == (1, 2, cur.shape[-2] // 16, cur.shape[-1] // 16)
+    assert torch.equal(coarse[..., 1::2, :], coarse[..., ::2, :][..., : coarse[..., 1::2, :].shape[-2], :])
+    assert torch.equal(coarse[..., 1::2], coarse[..., ::2][..., : coarse[..., 1::2].shape[-1]])
+    moved = torch.roll(ref, (4, -6), (2, 3))
+    inner = estimate_motion(moved, ref, block=32)[0, :, 2:-2, 2:-2].reshape(2, -1)
+    assert (inner == torch.tensor([[24], [-16]])).all(0).float().mean() > 0.6
+    coder = MotionCoder()
+    coder.update()
+    assert len(coder.encode(coarse)) < len(coder.encode(fine))
+
+
 def test_motion_coder_round_trip_and_errors():
     coder = MotionCoder()
     coder.update()

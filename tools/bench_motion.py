@@ -1,6 +1,6 @@
 """Cost and quality of the v2 motion field on real clips (JSON + table).
 
-    python -m tools.bench_motion [CLIP ...] [--frames 6] [--json out.json] [--lmbda 128] [--passes 3]
+    python -m tools.bench_motion [CLIP ...] [--frames 6] [--json out.json] [--lmbda 128] [--passes 3] [--block 16]
 
 For each clip (default: the held-out clips `../shared/data/heldout/*.mp4` and the bundled
 `bigbuckbunny.mp4`), the first `--frames` + 1 frames are read and padded as the encoder pads them;
@@ -91,12 +91,13 @@ def main(argv=None) -> None:
     ap.add_argument("--frames", type=int, default=6, help="P-frames per clip")
     ap.add_argument("--lmbda", type=float, default=None, help="rate weight of the search (default: the encoder's)")
     ap.add_argument("--passes", type=int, default=None, help="smoothing passes (default: the encoder's)")
+    ap.add_argument("--block", type=int, default=None, help="luma pixels per searched vector, a multiple of 16 (default: 16)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--save-fields", type=Path, help="an .npz of the searched fields (one array per clip)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    search = {k: v for k, v in (("lmbda", args.lmbda), ("passes", args.passes)) if v is not None}
+    search = {k: v for k, v in (("lmbda", args.lmbda), ("passes", args.passes), ("block", args.block)) if v is not None}
     coder = MotionCoder()
     coder.update()
     results, fields = [], {}
