@@ -19,8 +19,8 @@ from nvc.models.registry import entry_by_name, weights_hash
 from tools.make_golden import GOLDEN, MODEL, frames_sha256, latents_sha256
 
 # >>> pinned by tools/make_golden.py
-FRAMES_SHA256 = "c5ad2491df8ff6ae1891c3e3f469703be63d77e43ea04a2597e9a542781ab008"
-LATENTS_SHA256 = "4d4605006bb5a0013ebc1e2f6540da4d871279765497ca24be6c1cc5579ec77f"
+FRAMES_SHA256 = "44ef038774ff0e8427f8012cb4a050be756a779bd4a4a43f50c18f3edc09ecf1"
+LATENTS_SHA256 = "671b1efe7ff1a118aa3645a02c1928978422ca6a5b196985f9aecb58f0d0463b"
 # <<< pinned by tools/make_golden.py
 
 
