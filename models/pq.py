@@ -41,6 +41,7 @@ class PQMimConfig:
     """The PQ-MIM architecture (`pq-mim-v1`); saved in the weights file, so a file rebuilds its model."""
 
     architecture: ClassVar[str] = "pq-mim"  # what a weights file records to rebuild the model
+    block_transform: ClassVar[bool] = False  # its lean g_a / g_s run without `models.lean.BlockTransform`
 
     latent_channels: int = 96  # D: channels of y at 1/16 luma resolution (the lean g_a / g_s of v2)
     codebooks: int = 8  # M: sub-vectors per position, one codebook each (sub-vector dim D/M)

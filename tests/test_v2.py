@@ -87,9 +87,9 @@ def test_one_step_schedule_decodes_too(model, clip):
     assert torch.equal(model.intra.decompress(streams, None, h, w, 3).x_hat, rec.x_hat)
 
 
-@pytest.mark.xfail(strict=True, reason="not met by the shipped v2 weights: the same carphone frame coded again costs "
-                   "510 bytes (72 % of its I-frame; zero motion, 2 bytes); the P-model was restarted from the "
-                   "I-model after a collapse and had 900 CPU steps (README, v2)")
+@pytest.mark.xfail(strict=True, reason="not met by the shipped v2 weights (d2de9676): the same carphone frame coded "
+                   "again at q3 costs 650 bytes (39 % of its 1,652-byte I-frame; zero motion, 2 bytes): the P-model "
+                   "spends them refining the I-frame's error against the source (README, v2)")
 def test_a_repeated_frame_is_nearly_free(model, clip):
     """Static content: zero motion costs 2 bytes and the latent is almost entirely skipped."""
     _, ref = model.intra.compress(clip[0], None, 3)
