@@ -198,9 +198,12 @@ def main(argv=None) -> None:
 
     model = LeanVideoModel(LeanConfig()).to(device)
     shipped = entry_by_name(V2_MODEL).weights_path
-    photos = load_photos(args.patch + 8 * args.length) if args.photo_share > 0 else []
-    sampler = RunSampler(load_clips(args.data, args.segment, args.segments, args.seed, not args.no_sample_clips), photos, args.patch,
-                         args.length, args.photo_share, seed=args.seed)
+    def make_sampler() -> RunSampler:  # decoding the clips takes a while: only when needed
+        photos = load_photos(args.patch + 8 * args.length) if args.photo_share > 0 else []
+        clips = load_clips(args.data, args.segment, args.segments, args.seed, not args.no_sample_clips)
+        return RunSampler(clips, photos, args.patch, args.length, args.photo_share, seed=args.seed)
+
+    sampler = None
     checkpoints = training.Checkpoints(args.out)
     if not checkpoints.path.exists():
         start = None
@@ -215,6 +218,7 @@ def main(argv=None) -> None:
         else:  # no weights of this architecture yet: what matches, and the block transforms from the data
             if start is not None:
                 training.load_model_state(model, start.state_dict())
+            sampler = make_sampler()
             start_block_transform(model, sampler.batch(64)[:, 0].to(device))
             if _is_main():
                 print("block transforms started as the KLT of 64 training crops")
@@ -226,8 +230,8 @@ def main(argv=None) -> None:
     if args.inter_only:
         model.intra.requires_grad_(False)
     opt, aux_opt = training.make_optimizers(model, args.lr)
-    if not new_phase:
-        step = checkpoints.resume(model, opt, aux_opt, device)
+    if not new_phase:  # exporting needs the weights only (an --inter-only run's optimiser has other groups)
+        step = checkpoints.resume(model, opt, aux_opt, device, skip_optimizer=args.export_only)
     first_step = step
     if distributed:  # every rank starts from rank 0's weights (a KLT or a fresh init differs per rank)
         for t in model.state_dict().values():
@@ -239,6 +243,7 @@ def main(argv=None) -> None:
         training.save_v2(args.export, model)
         return
 
+    sampler = sampler or make_sampler()
     sampler.rng.seed(args.seed + step)
     bar = tqdm(total=args.steps, initial=step, desc="train v2", unit="step", dynamic_ncols=True, disable=not _is_main())
     ema = training.RunningMean()
