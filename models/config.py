@@ -8,8 +8,24 @@ from typing import ClassVar
 DEFAULT_QUALITY = 3  # the quality level used when none is asked for
 
 
+class SavedConfig:
+    """What every architecture config shares: its dict form, saved in the weights file, and back.
+    Sequences come back as tuples (the configs are frozen and hashable); fields that files written
+    before them lack take the value in `defaults_of_older_files`, not the field's default."""
+
+    defaults_of_older_files: ClassVar[dict] = {}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return cls(**{**cls.defaults_of_older_files,
+                      **{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in d.items()}})
+
+
 @dataclass(frozen=True)
-class HyperpriorConfig:
+class HyperpriorConfig(SavedConfig):
     """Mean-scale hyperprior intra codec on packed YUV420 (see `nvc.models.transforms`)."""
 
     architecture: ClassVar[str] = "hyperprior"  # what a weights file records to rebuild the model
@@ -27,12 +43,3 @@ class HyperpriorConfig:
             raise ValueError("one lambda per quality level")
         if self.latent_channels % self.substreams:
             raise ValueError("latent_channels must divide into substreams")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "HyperpriorConfig":
-        d = dict(d)
-        d["lambdas"] = tuple(d["lambdas"])
-        return cls(**d)

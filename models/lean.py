@@ -24,17 +24,19 @@ motion predicts well the codec needs no bits beyond the (skipped) latent.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import nn
 
+from nvc.models.config import SavedConfig
+
 LEAN_PAD = 64  # luma sizes are padded to this multiple (z is at 1/64)
 
 
 @dataclass(frozen=True)
-class LeanConfig:
+class LeanConfig(SavedConfig):
     """The v2 architecture; saved in the weights file, so a file rebuilds its model."""
 
     architecture: ClassVar[str] = "lean"  # what a weights file records to rebuild the model
@@ -53,23 +55,13 @@ class LeanConfig:
     skip_scale: float = 0.12  # symbols whose predicted scale is at most this are not coded (DCVC-RT)
     # A linear 16x16-block transform beside g_a and g_s (`BlockTransform`); files from before it lack it.
     block_transform: bool = True
+    defaults_of_older_files: ClassVar[dict] = {"block_transform": False}
 
     def __post_init__(self) -> None:
         if len(self.lambdas) != self.quality_levels:
             raise ValueError("one lambda per quality level")
         if self.latent_channels % (2 * self.substreams):
             raise ValueError("latent_channels must divide into channel halves and substreams")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LeanConfig":
-        d = dict(d)
-        d["lambdas"] = tuple(d["lambdas"])
-        d["synthesis_width"] = tuple(d["synthesis_width"])
-        d.setdefault("block_transform", False)
-        return cls(**d)
 
 
 def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:

@@ -28,16 +28,18 @@ each codebook's health for the training log.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from nvc.models.config import SavedConfig
+
 
 @dataclass(frozen=True)
-class PQMimConfig:
+class PQMimConfig(SavedConfig):
     """The PQ-MIM architecture (`pq-mim-v1`); saved in the weights file, so a file rebuilds its model."""
 
     architecture: ClassVar[str] = "pq-mim"  # what a weights file records to rebuild the model
@@ -71,16 +73,6 @@ class PQMimConfig:
             raise ValueError("decoding steps must be 1..8 (the container's step field)")
         if not 2 <= self.codebook_size <= 4096:
             raise ValueError("codebook_size must be 2..4096 (16-bit probability tables)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PQMimConfig":
-        d = dict(d)
-        for key in ("synthesis_width", "token_dilations", "active_codebooks", "lambdas", "train_steps"):
-            d[key] = tuple(d[key])
-        return cls(**d)
 
 
 @dataclass(frozen=True)
