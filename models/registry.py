@@ -32,7 +32,7 @@ MODEL_TABLE: dict[int, ModelEntry] = {
     3: ModelEntry(3, "lean-mc-yuv420-v2", "lean-mc-yuv420-v2.pt", 8),  # v2: lean int8-friendly decoder, motion
     4: ModelEntry(4, "pq-mim-v1", "pq-mim-v1.pt", 6),  # product-quantized tokens, masked-token model (I-frames)
 }
-DEFAULT_MODEL = "tcm-yuv420-v1"
+DEFAULT_MODEL = "lean-mc-yuv420-v2"
 INTRA_MODEL = "hyperprior-yuv420-v1"  # the intra model that P-frame training starts from
 
 

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from nvc.cli import main
+from nvc.models.registry import DEFAULT_MODEL
 from nvc.transcode import encode_video
 
 STAGES = {"demux", "decode", "to_frame"}
@@ -37,7 +38,7 @@ def test_tools_bench_with_a_file_is_nvc_bench(small_nvc, tmp_path, capsys):
     tools_main([str(small_nvc), "--mode", "serial", "--frames", "2", "--json", str(report)])
     r = json.loads(report.read_text())
     assert [(d["mode"], d["frames"]) for d in r["decode"]] == [("serial", 2)]
-    assert "encode" not in r and r["stream"]["model"] == "tcm-yuv420-v1"
+    assert "encode" not in r and r["stream"]["model"] == DEFAULT_MODEL
 
 
 def test_bench_refuses_a_missing_file_in_one_line(tmp_path, capsys):

@@ -260,8 +260,8 @@ print("HEAVY", heavy)
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "HEAVY []" in proc.stdout
-    assert "--quality must be 0..5 for tcm-yuv420-v1, got 99" in proc.stderr and "is the input" in proc.stderr
-    assert "model tcm-yuv420-v1 (id 2)" in proc.stdout
+    assert "--quality must be 0..7 for lean-mc-yuv420-v2, got 99" in proc.stderr and "is the input" in proc.stderr
+    assert "model lean-mc-yuv420-v2 (id 3)" in proc.stdout
 
 
 def test_quality_table_matches_the_shipped_weights():

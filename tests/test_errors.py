@@ -60,7 +60,7 @@ def test_unwritable_output(tmp_path, capsys, carphone):
 
 def test_bad_quality(tmp_path, capsys, carphone):
     code, msg = run(capsys, "encode", str(carphone), "-o", str(tmp_path / "o.nvc"), "--quality", "9")
-    assert code == 1 and msg == "nvc: error: --quality must be 0..5 for tcm-yuv420-v1, got 9"
+    assert code == 1 and msg == "nvc: error: --quality must be 0..7 for lean-mc-yuv420-v2, got 9"
     assert_clean(tmp_path)
 
 
@@ -116,7 +116,7 @@ def test_other_weights(tmp_path, capsys, small_nvc):
     n = header_size(data)
     data[7:23] = bytes(16)  # weights hash field
     msg = decode_error(tmp_path, capsys, reseal(data, n))
-    assert msg.startswith("nvc: error: weights hash differs: encoded with tcm-yuv420-v1 weights 0000000000000000")
+    assert msg.startswith("nvc: error: weights hash differs: encoded with lean-mc-yuv420-v2 weights 0000000000000000")
 
 
 def test_unknown_model_id(tmp_path, capsys, small_nvc):

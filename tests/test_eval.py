@@ -84,5 +84,5 @@ def test_gop_profile_averages_each_position_over_the_gops():
 
 def test_eval_rejects_bad_arguments(tmp_path, carphone, capsys):
     assert main(["eval", str(carphone), "--qualities", "9", "-o", str(tmp_path / "r")]) == 1
-    assert "--qualities must be in 0..5 for tcm-yuv420-v1" in capsys.readouterr().err
+    assert "--qualities must be in 0..7 for lean-mc-yuv420-v2" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nope"), "-o", str(tmp_path / "r")]) == 1
