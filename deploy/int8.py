@@ -19,8 +19,8 @@ The codec's switch is `nvc.Encoder(..., engine="openvino")` ("int8" = OpenVINO, 
 the same engine on one engine thread, so its frames are the encoder's reconstructions bit for bit
 at any torch thread count (tests/test_int8.py).
 The engine also rounds to the 8-bit grid (`to_8bit`) and hands back bytes. The P-frame's bilinear
-warp stays in torch fp32 on one thread, as `FastMotionCompensation` (the same function as
-`models.motion.predict_packed` to ~1e-4, 2.5x faster; exported to OpenVINO the reference warp was
+warp stays fp32 outside the engine, as `FastMotionCompensation` (native, `deploy/warp.cpp`: the same
+function as `models.motion.predict_packed` to ~1e-4; exported to OpenVINO the reference warp was
 slower than in torch). With a fixed engine and thread count the output is a function of the input
 (tested; 1 and 2 threads give the same bytes: integer accumulation); across engines it is not
 (OpenVINO and ONNX Runtime requantize differently), so encoder and decoder must use the same one.
@@ -51,7 +51,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +64,7 @@ from nvc.models.lean import BLOCK
 
 ENGINES = ("torch", "torch-bf16", "openvino", "onnxruntime")  # torch: the fp32 reference twin
 INT8_ENGINES = ("openvino", "onnxruntime")
-FORMAT_VERSION = 8  # bump when the exported graph or the quantization code changes meaning
+FORMAT_VERSION = 9  # bump when the exported graph or the quantization code changes meaning
 CALIBRATION_VERSION = 3  # bump when the calibration inputs change meaning
 # The training clips (calibration data); the repository's ../shared/data/train unless NVC_TRAIN_CLIPS says.
 TRAIN_CLIPS = Path(os.environ.get("NVC_TRAIN_CLIPS",
@@ -86,7 +86,7 @@ class QuantConfig:
     calibrate: str = "percentile"
     percentile: float = 99.999
     activations: str = "u8"  # u8 (u8 x s8 VNNI) or s8
-    # convs of `SynthesisGraph` left in float (see CONVS; the block transform always is). None by
+    # convs of `SynthesisGraph` left in float (see CONVS; the block transform is not in it). None by
     # default: held-out driving, 4 frames, q0/q4/q7: |int8 - fp32| <= 0.0027 dB with every conv int8
     # (`python -m tools.bench_int8 --float-convs ...` compares others).
     float_convs: tuple[str, ...] = ()
@@ -134,10 +134,15 @@ class _DepthToSpace(torch.autograd.Function):
         return g.op("DepthToSpace", x, blocksize_i=r, mode_s="DCR")
 
 
+def _dcr_order(channels: int, r: int) -> list[int]:
+    """The permutation from PixelShuffle's channel order (c*r*r + k) to DCR's (k*C + c)."""
+    c = channels // (r * r)
+    return [ch * r * r + k for k in range(r * r) for ch in range(c)]
+
+
 def _dcr(conv: nn.Conv2d, r: int = 2) -> nn.Conv2d:
-    """Reorder a conv's output channels from PixelShuffle's order (c*r*r + k) to DCR's (k*C + c)."""
-    c = conv.out_channels // (r * r)
-    perm = [ch * r * r + k for k in range(r * r) for ch in range(c)]
+    """Reorder a conv's output channels from PixelShuffle's order to DCR's (`_dcr_order`)."""
+    perm = _dcr_order(conv.out_channels, r)
     with torch.no_grad():
         conv.weight.copy_(conv.weight[perm])
         conv.bias.copy_(conv.bias[perm])
@@ -180,9 +185,12 @@ class SynthesisGraph(nn.Module):
     split in two (conv of each part, summed): a per-tensor 8-bit scale shared by ReLU features
     (0..~20) and the prediction (0..1) would quantize the prediction to ~1/12 of its 8-bit steps;
     split, each input has its own scale.
-    The block transform (`nvc.models.lean.BlockTransform`, a 1x1 conv and an 8x DepthToSpace) stays
-    in float (`quantize_onnx`): its input, the latent, needs finer steps at high quality than one
-    8-bit scale over the latent's range gives.
+    The block transform (`nvc.models.lean.BlockTransform`, a 1x1 conv and an 8x pixel shuffle) is not
+    in the graph: its conv's output comes in as the input `block` (`block_output`: 1/16 resolution,
+    DCR channel order), shuffled and added in float before the rounding. It
+    stays float (its input, the latent, needs finer steps at high quality than one 8-bit scale over
+    the latent's range gives) and it depends on the latent only, so the decoder computes it on the
+    entropy thread (`prepare_synthesis`), off the synthesis thread.
     The P-frame's output is `pred + outp(pred) + out(h) (+ block(y))` with the prediction itself
     added in float: the trained outp is small (|w| <= 0.011 for d2de9676), so the 8-bit steps of its
     input barely reach the output, where a copy of the prediction through an int8 conv put ~0.3
@@ -198,14 +206,17 @@ class SynthesisGraph(nn.Module):
         self.c16a, self.c16b = g_s.up16[0], _dcr(g_s.up16[2])
         self.c8a, self.c8b = g_s.up8[0], _dcr(g_s.up8[2])
         self.c4, self.c2, self.out = g_s.mix4[0], _dcr(g_s.up4[0]), g_s.out
-        self.block = _dcr(g_s.block.linear, BLOCK) if g_s.block is not None else None
+        self.has_block = g_s.block is not None
         if self.conditional:
             w4 = self.c4.in_channels - 24
             self.c4, c4p = _split_conv(self.c4, w4)
             self.c4p = _unshuffled_conv(c4p)
             self.out, self.outp = _split_conv(self.out, self.out.in_channels - 6)
 
-    def forward(self, y: torch.Tensor, pred: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        """(y, [pred if conditional], [block if the model has a block transform]) -> 8-bit frame."""
+        pred = rest[0] if self.conditional else None
+        block = rest[-1] if self.has_block else None
         shuffle = _DepthToSpace.apply
         h = F.relu(self.c16a(y))
         h = shuffle(F.relu(self.c16b(h)))  # ReLU and PixelShuffle commute
@@ -217,22 +228,24 @@ class SynthesisGraph(nn.Module):
             h = F.relu(self.c4(h))
         h = shuffle(F.relu(self.c2(h)))
         x = self.out(h) + self.outp(pred) + pred if self.conditional else self.out(h)
-        if self.block is not None:
-            x = x + shuffle(self.block(y), BLOCK)
+        if block is not None:
+            x = x + shuffle(block, BLOCK)
         return torch.round(torch.clamp(x * 255, 0, 255)).to(torch.uint8)  # = nvc.model.to_8bit, as bytes
 
 
-CONVS = ("c16a", "c16b", "c8a", "c8b", "c4", "c4p", "c2", "out", "outp", "block")  # SynthesisGraph's convs, in order
+CONVS = ("c16a", "c16b", "c8a", "c8b", "c4", "c4p", "c2", "out", "outp")  # SynthesisGraph's convs, in order
 
 
 def export_onnx(g_s: nn.Module, path: Path) -> None:
     graph = SynthesisGraph(g_s)
     y = torch.zeros(1, graph.c16a.in_channels, 4, 6)
-    names, args, axes = ["y"], (y,), {"y": {2: "h16", 3: "w16"}, "x": {2: "h2", 3: "w2"}}
-    if graph.conditional:
-        names.append("pred")
-        args = (y, torch.zeros(1, 6, 32, 48))
-        axes["pred"] = {2: "h2", 3: "w2"}
+    names, args, axes = ["y"], [y], {"y": {2: "h16", 3: "w16"}, "x": {2: "h2", 3: "w2"}}
+    for name, present in (("pred", graph.conditional), ("block", graph.has_block)):
+        if present:
+            names.append(name)
+            args.append(torch.zeros(1, 6, 32, 48) if name == "pred" else torch.zeros(1, 6 * BLOCK * BLOCK, 4, 6))
+            axes[name] = {2: "h2", 3: "w2"} if name == "pred" else {2: "h16", 3: "w16"}
+    args = tuple(args)
     with torch.no_grad():
         torch.onnx.export(graph, args, str(path), dynamo=False, opset_version=17, input_names=names,
                           output_names=["x"], dynamic_axes=axes)
@@ -251,11 +264,11 @@ class _Recorder:
         self.intra_inputs: list[dict] = []
         self.inter_inputs: list[dict] = []
 
-    def intra(self, y: torch.Tensor) -> torch.Tensor:
+    def intra(self, y: torch.Tensor, block: torch.Tensor | None = None) -> torch.Tensor:
         self.intra_inputs.append({"y": y.numpy().copy()})
-        return self.model.intra.g_s(y)
+        return self.model.intra.g_s(y)  # the whole g_s: its block transform included
 
-    def inter(self, y: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    def inter(self, y: torch.Tensor, pred: torch.Tensor, block: torch.Tensor | None = None) -> torch.Tensor:
         self.inter_inputs.append({"y": y.numpy().copy(), "pred": pred.numpy().copy()})
         return self.model.inter.g_s(y, pred)
 
@@ -380,7 +393,7 @@ def quantize_onnx(src: Path, dst: Path, samples: list[dict], config: QuantConfig
     unknown = set(config.float_convs) - set(CONVS)
     if unknown:
         raise ValueError(f"unknown convs {sorted(unknown)}: {', '.join(CONVS)}")
-    float_convs = {*config.float_convs, "block"}  # the block transform always (see SynthesisGraph)
+    float_convs = set(config.float_convs)
     float_nodes |= {n.name for n in graph.node if n.op_type == "Conv" and n.name.split("/")[1] in float_convs}
     method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
               "entropy": CalibrationMethod.Entropy}[config.calibrate]
@@ -424,9 +437,12 @@ def build(model, config: QuantConfig | None = None, clip_dir: Path = TRAIN_CLIPS
     t0 = time.perf_counter()
     samples = _cached_calibration_inputs(model, config, clip_dir, log)
     for kind in ("intra", "inter"):
+        g_s = getattr(model, kind).g_s
         fp32 = folder / f"{kind}.fp32.onnx"
-        export_onnx(getattr(model, kind).g_s, fp32)
+        export_onnx(g_s, fp32)
         tmp = paths[kind].with_suffix(f".{os.getpid()}.tmp")
+        if g_s.block is not None:  # the graph's `block` input, as `prepare_synthesis` makes it
+            samples[kind] = [{**d, "block": _np(block_output(g_s, torch.from_numpy(d["y"])))} for d in samples[kind]]
         quantize_onnx(fp32, tmp, samples[kind], config)
         tmp.replace(paths[kind])
     (folder / "recipe.json").write_text(json.dumps({"format": FORMAT_VERSION, **asdict(config)}, indent=1))
@@ -505,18 +521,41 @@ class Int8Synthesis:
         self._intra = _engine(engine, self.paths["intra"], threads)
         self._inter = _engine(engine, self.paths["inter"], threads)
 
-    def intra(self, y: torch.Tensor) -> torch.Tensor:
+    def intra(self, y: torch.Tensor, block: torch.Tensor | None = None, as_bytes: bool = False) -> torch.Tensor:
+        """g_s's output on the 8-bit grid (float), or with `as_bytes` as the engine's uint8 (a copy)."""
         with self._lock:
-            return _from_bytes(self._intra(_np(y)))
+            return _output(self._intra(*_arrays(y, block)), as_bytes)
 
-    def inter(self, y: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
+    def inter(self, y: torch.Tensor, pred: torch.Tensor, block: torch.Tensor | None = None,
+              as_bytes: bool = False) -> torch.Tensor:
         with self._lock:
-            return _from_bytes(self._inter(_np(y), _np(pred)))
+            return _output(self._inter(*_arrays(y, pred, block)), as_bytes)
 
 
-def _from_bytes(x: np.ndarray) -> torch.Tensor:
+def _arrays(*tensors: torch.Tensor | None) -> list[np.ndarray]:
+    return [_np(t) for t in tensors if t is not None]
+
+
+@torch.no_grad()
+def block_output(g_s: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """The input `block` of `SynthesisGraph`: g_s's block transform before its pixel shuffle, from
+    the unscaled latent y (fp32, one thread), output channels in DCR order: DepthToSpace(8) of it is
+    what the block transform adds to g_s's output."""
+    from nvc.entropy.hyperprior import single_threaded
+
+    linear = g_s.block.linear
+    perm = _dcr_order(linear.out_channels, BLOCK)
+    with single_threaded():
+        return F.conv2d(y, linear.weight[perm], linear.bias[perm])
+
+
+def _from_bytes(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     """The engines' 8-bit output -> the float tensor `to_8bit` makes (k / 255, computed the same way)."""
-    return torch.from_numpy(x).to(torch.float32).div_(255)
+    return torch.as_tensor(x).to(torch.float32).div_(255)
+
+
+def _output(x: np.ndarray, as_bytes: bool) -> torch.Tensor:
+    return torch.from_numpy(x.copy()) if as_bytes else _from_bytes(x)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -525,30 +564,36 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 class TorchSynthesis:
     """g_s in torch on `threads` threads: the fp32 reference (`dtype` float32) or bf16 autocast with
-    channels_last (a comparison point for the int8 engines; bf16 pixels depend on the kernels used)."""
+    channels_last (a comparison point for the int8 engines; bf16 pixels depend on the kernels used).
+    As the engines, it takes the block transform's output as an input rather than computing it."""
 
     def __init__(self, model, dtype: torch.dtype = torch.float32, threads: int = 1):
         self.dtype, self.threads = dtype, threads
         self.rounds = False  # the caller rounds to the 8-bit grid (`to_8bit`)
         fmt = torch.channels_last if dtype != torch.float32 else torch.contiguous_format
-        self._g = {k: copy.deepcopy(getattr(model, k).g_s).to(memory_format=fmt).eval() for k in ("intra", "inter")}
+        self._g = {}
+        for kind in ("intra", "inter"):
+            g = copy.copy(getattr(model, kind).g_s)
+            g._modules = {**g._modules, "block": None}  # added by `_run`, from its input
+            self._g[kind] = copy.deepcopy(g).to(memory_format=fmt).eval()
         self._fmt = fmt
 
-    def _run(self, kind: str, *args: torch.Tensor) -> torch.Tensor:
+    def _run(self, kind: str, block: torch.Tensor | None, *args: torch.Tensor) -> torch.Tensor:
         before = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
             with torch.no_grad(), torch.autocast("cpu", self.dtype, enabled=self.dtype != torch.float32):
                 x = self._g[kind](*(a.contiguous(memory_format=self._fmt) for a in args))
-            return x.float().contiguous()
+            x = x.float().contiguous()
+            return x if block is None else x + _DepthToSpace.apply(block, BLOCK)
         finally:
             torch.set_num_threads(before)
 
-    def intra(self, y: torch.Tensor) -> torch.Tensor:
-        return self._run("intra", y)
+    def intra(self, y: torch.Tensor, block: torch.Tensor | None = None) -> torch.Tensor:
+        return self._run("intra", block, y)
 
-    def inter(self, y: torch.Tensor, pred: torch.Tensor) -> torch.Tensor:
-        return self._run("inter", y, pred)
+    def inter(self, y: torch.Tensor, pred: torch.Tensor, block: torch.Tensor | None = None) -> torch.Tensor:
+        return self._run("inter", block, y, pred)
 
 
 def synthesis_backend(model, engine: str, threads: int = 1, config: QuantConfig | None = None, **kwargs):
@@ -565,99 +610,79 @@ def synthesis_backend(model, engine: str, threads: int = 1, config: QuantConfig 
 # ---------------------------------------------------------------- the model with int8 synthesis
 
 
-def _interpolation_matrix(n: int, scale: int) -> torch.Tensor:
-    """(n*scale, n): what F.interpolate(bilinear, align_corners=False) does along one axis, as a matrix."""
-    return F.interpolate(torch.eye(n)[None, None], size=(n * scale, n), mode="bilinear", align_corners=False)[0, 0]
-
-
 class FastMotionCompensation:
-    """`models.motion.predict_packed` (same function, to ~1e-4) in ~7 ms instead of ~21 at 720p.
+    """`models.motion.predict_packed` (the same function, to ~1e-4) in one native pass
+    (`deploy/warp.cpp`): the flow of each sample interpolated on the fly, runs of samples that one
+    vector moves blended with fixed weights. In the 720p decoder the torch version (a sampling grid
+    built by matrix products, unpacked luma, grid_sample) took ~13 ms a P-frame.
 
-    The reference builds the per-pixel flow (bilinear upsampling of the block field), then the
-    normalised sampling grid, in several full-resolution passes, and unpacks and repacks luma. Both
-    grid coordinates are linear in the block field, so the grid is one matrix product per 2x2 luma
-    phase: `[A_h | base_y] @ [M A_w^T scaled + base_x ; 0 1]` with A_h, A_w the interpolation
-    matrices (rows summing to 1); sampled phase by phase, luma comes out packed. The grid buffers
-    are kept between calls (fresh multi-MB allocations cost page faults each frame); a lock makes
-    concurrent calls wait for each other.
+    The prediction is written into a buffer kept for the next call (fresh 6 MB a frame cost page
+    faults): it is valid until then, which is how synthesis uses it (one caller at a time: a lock).
     """
 
     def __init__(self):
-        self._cache: dict[tuple, tuple] = {}
+        self._out: torch.Tensor | None = None
         self._lock = threading.Lock()
 
-    def _plan(self, hb: int, wb: int, scale: int, phases: bool) -> tuple:
-        key = (hb, wb, scale, phases)
-        if key not in self._cache:
-            from nvc.models.motion import BLOCK, MV_UNITS
-
-            h, w = hb * scale, wb * scale
-            units = scale / (BLOCK * MV_UNITS)  # quarter-pel block vectors -> pixels of this plane
-            cx, cy = units * 2.0 / max(w - 1, 1), units * 2.0 / max(h - 1, 1)
-            base_x = torch.arange(w, dtype=torch.float32) * (2.0 / max(w - 1, 1)) - 1.0
-            base_y = torch.arange(h, dtype=torch.float32) * (2.0 / max(h - 1, 1)) - 1.0
-            rows = torch.cat([_interpolation_matrix(hb, scale), base_y[:, None]], 1)  # (h, hb + 1)
-            split = [(i, j) for i in (0, 1) for j in (0, 1)] if phases else [(None, None)]
-            rows = [rows if i is None else rows[i::2].contiguous() for i, _ in split]
-            t = torch.empty(hb + 1, w, 2)  # the right-hand side, and the grid it makes
-            t[hb, :, 0], t[hb, :, 1] = 0.0, 1.0  # picks base_y, the last column of `rows`
-            out = torch.empty(len(rows), rows[0].shape[0], w // 2 if phases else w, 2)
-            self._cache[key] = (rows, [j for _, j in split], _interpolation_matrix(wb, scale).T.contiguous(),
-                                cx, cy, base_x, t, out)
-        return self._cache[key]
-
-    def grid(self, mv: torch.Tensor, scale: int, phases: bool) -> torch.Tensor:
-        """grid_sample's grid for a plane of `scale` samples per block; with `phases`, the four 2x2
-        phases stacked along the height (1, 4*h/2, w/2, 2)."""
-        _, _, hb, wb = mv.shape
-        rows, cols, aw_t, cx, cy, base_x, t, out = self._plan(hb, wb, scale, phases)
-        m = mv[0].float()
-        t[:hb, :, 0].copy_(m[0] @ aw_t).mul_(cx).add_(base_x)
-        t[:hb, :, 1].copy_(m[1] @ aw_t).mul_(cy)
-        for k, (r, j) in enumerate(zip(rows, cols)):
-            tj = t if j is None else t[:, j::2].contiguous()
-            torch.matmul(r, tj.view(hb + 1, -1), out=out[k].view(r.shape[0], -1))
-        return out.view(1, -1, out.shape[2], 2)
-
     def __call__(self, ref: torch.Tensor, mv: torch.Tensor) -> torch.Tensor:
-        from nvc.models.motion import BLOCK
+        from nvc.deploy import _warp
 
-        b, _, h2, w2 = ref.shape
-        if b != 1:
+        if ref.size(0) != 1:
             raise ValueError("one frame at a time")
-        kw = {"mode": "bilinear", "padding_mode": "border", "align_corners": True}
         with self._lock:
-            luma = F.pixel_shuffle(ref[:, :4], 2)
-            y = F.grid_sample(luma, self.grid(mv, BLOCK, True), **kw)  # (1, 1, 4*h2, w2): the packed phases
-            uv = F.grid_sample(ref[:, 4:], self.grid(mv, BLOCK // 2, False), **kw)
-        return torch.cat([y.view(1, 4, h2, w2), uv], 1)
+            if self._out is None or self._out.shape != ref.shape:
+                self._out = torch.empty(ref.shape)
+            _warp.warp(_np(ref)[0], mv[0].to("cpu", torch.int32).contiguous().numpy(), self._out.numpy()[0])
+            return self._out.to(ref.device)
+
+
+def _prepare_synthesis(self, latent, quality: int):
+    """The synthesis work that needs the latent only, not the reference pixels: the unscaled latent
+    and the block transform's output. `FrameDecoder` calls it on the entropy thread (~3 ms of a
+    720p frame off the synthesis thread);
+    `synthesize` calls it when it was not called (the encoder), on one thread either way, so the
+    values do not depend on where it ran."""
+    from nvc.entropy.hyperprior import single_threaded
+
+    with single_threaded(), torch.no_grad():
+        q = torch.tensor([quality], device=latent.y_hat.device)
+        prepared = {"y": self.gain.unscale(latent.y_hat, q)}
+        if self.g_s.block is not None:
+            prepared["block"] = block_output(self.g_s, prepared["y"])
+    return replace(latent, prepared=prepared)
 
 
 def _synthesize_intra(self, latent, ref, quality: int):
     from nvc.model import Reconstruction, to_8bit
 
     backend = self._synthesis_backend
-    q = torch.tensor([quality], device=latent.y_hat.device)
-    x = backend.intra(self.gain.unscale(latent.y_hat, q)).to(latent.y_hat.device)
-    return Reconstruction(x if backend.rounds else to_8bit(x), latent.y_hat)
+    p = (latent if latent.prepared is not None else self.prepare_synthesis(latent, quality)).prepared
+    if backend.rounds:  # the engine's bytes: the output frame is made from them, not from floats
+        x8 = backend.intra(p["y"], p.get("block"), as_bytes=True)
+        return Reconstruction(_from_bytes(x8).to(latent.y_hat.device), latent.y_hat, x_bytes=x8)
+    x = backend.intra(p["y"], p.get("block")).to(latent.y_hat.device)
+    return Reconstruction(to_8bit(x), latent.y_hat)
 
 
 def _synthesize_inter(self, latent, ref, quality: int):
-    from nvc.entropy.hyperprior import single_threaded
     from nvc.model import Reconstruction, to_8bit
 
     backend = self._synthesis_backend
-    q = torch.tensor([quality], device=latent.y_hat.device)
-    with single_threaded():  # the warp stays in torch fp32 (faster there than in the engines), one thread
-        pred = self._fast_motion_compensation(ref.x_hat, latent.mv)
-    x = backend.inter(self.gain.unscale(latent.y_hat, q), pred).to(latent.y_hat.device)
-    return Reconstruction(x if backend.rounds else to_8bit(x), latent.y_hat)
+    p = (latent if latent.prepared is not None else self.prepare_synthesis(latent, quality)).prepared
+    pred = self._fast_motion_compensation(ref.x_hat, latent.mv)  # fp32, native (faster than in the engines)
+    if backend.rounds:
+        x8 = backend.inter(p["y"], pred, p.get("block"), as_bytes=True)
+        return Reconstruction(_from_bytes(x8).to(latent.y_hat.device), latent.y_hat, x_bytes=x8)
+    x = backend.inter(p["y"], pred, p.get("block")).to(latent.y_hat.device)
+    return Reconstruction(to_8bit(x), latent.y_hat)
 
 
 def _frame_copy(frame_model: nn.Module, backend, synthesize) -> nn.Module:
-    """A shallow copy of a frame model (weights shared) whose `synthesize` runs `backend`."""
+    """A shallow copy of a frame model (weights shared) whose `synthesize` runs `backend`, with
+    `prepare_synthesis` for the decoder's entropy thread."""
     twin = copy.copy(frame_model)
-    twin.__class__ = type(f"{type(frame_model).__name__}Int8", (type(frame_model),), {"synthesize": synthesize})
+    methods = {"synthesize": synthesize, "prepare_synthesis": _prepare_synthesis}
+    twin.__class__ = type(f"{type(frame_model).__name__}Int8", (type(frame_model),), methods)
     object.__setattr__(twin, "_synthesis_backend", backend)
     object.__setattr__(twin, "_fast_motion_compensation", FastMotionCompensation())
     return twin

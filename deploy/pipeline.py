@@ -101,8 +101,10 @@ class FrameDecoder:
                 raise NvcError(f"invalid quality {packet.quality} in frame {index}")
             t0 = time.perf_counter()
             try:
-                latent = self._frame_model(packet.frame_type).decode_latent(list(packet.streams), ref, self.height,
-                                                                            self.width)
+                frame_model = self._frame_model(packet.frame_type)
+                latent = frame_model.decode_latent(list(packet.streams), ref, self.height, self.width)
+                if hasattr(frame_model, "prepare_synthesis"):  # a deployed model's latent-side synthesis work
+                    latent = frame_model.prepare_synthesis(latent, packet.quality)
             except NvcError as e:  # a stream the model found malformed
                 raise NvcError(f"{e} in frame {index}") from None
             except (ValueError, RuntimeError, IndexError) as e:

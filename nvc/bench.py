@@ -45,7 +45,7 @@ def bench_decode(path: str | os.PathLike, pipelined: bool, device: str = "cpu", 
     """Decode `path` (at most `frames` frames) to frames in memory; speeds and per-stage times."""
     import torch
 
-    from nvc.codec import Reader, padded_size, tensor_to_frame
+    from nvc.codec import Reader, padded_size, reconstruction_to_frame
     from nvc.deploy.pipeline import FrameDecoder
 
     clock = time.perf_counter
@@ -73,7 +73,7 @@ def bench_decode(path: str | os.PathLike, pipelined: bool, device: str = "cpu", 
                     for result in results:
                         if result.error is not None:
                             raise result.error
-                        tensor_to_frame(result.reconstruction.x_hat, h.height, h.width)
+                        reconstruction_to_frame(result.reconstruction, h.height, h.width)
                         count += 1
                         if first is None:
                             first = clock() - start

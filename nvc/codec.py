@@ -37,7 +37,7 @@ from nvc.container import (END_OF_STREAM, ChromaLocation, ColorRange, ColorSpace
 from nvc.errors import NvcError
 from nvc.frames import YUVFrame, chroma_size
 from nvc.gop import DEFAULT_INTRA_PERIOD, ReferenceBuffer, check_intra_period, frame_type, next_intra
-from nvc.model import VideoModel, load_shipped
+from nvc.model import Reconstruction, VideoModel, load_shipped
 from nvc.runtime import keep_freed_memory
 
 
@@ -57,13 +57,21 @@ def frame_to_tensor(frame: YUVFrame, device: str | torch.device = "cpu") -> torc
 
 
 def tensor_to_frame(x: torch.Tensor, height: int, width: int) -> YUVFrame:
-    """Packed reconstruction -> cropped YUV420 uint8 planes."""
+    """Packed reconstruction (float on the 8-bit grid, or its uint8 bytes) -> cropped YUV420 uint8 planes."""
     ch, cw = chroma_size(height, width)
-    q = x[0].mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()  # to 8 bits first, then unpack
+    if x.dtype == torch.uint8:
+        q = x[0].cpu().numpy()
+    else:  # to 8 bits first, then unpack
+        q = x[0].mul(255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
     h2, w2 = q.shape[1:]
     y = q[:4].reshape(2, 2, h2, w2)[:, :, : (height + 1) // 2, : (width + 1) // 2]  # luma 2x2 phases (unpack_yuv420)
     y = y.transpose(2, 0, 3, 1).reshape(2 * y.shape[2], 2 * y.shape[3])
     return YUVFrame(np.ascontiguousarray(y[:height, :width]), q[4, :ch, :cw].copy(), q[5, :ch, :cw].copy())
+
+
+def reconstruction_to_frame(rec: Reconstruction, height: int, width: int) -> YUVFrame:
+    """A decoded frame's YUV420 planes, from the synthesis's bytes when it made them."""
+    return tensor_to_frame(rec.x_bytes if rec.x_bytes is not None else rec.x_hat, height, width)
 
 
 def resolve_device(device: str) -> str:
@@ -224,7 +232,7 @@ class Encoder:
         self._file.write(packet)
         self.frames_written += 1
         self.bytes_written += len(packet)
-        return EncodedFrame(index, kind, len(packet), tensor_to_frame(rec.x_hat, h.height, h.width))
+        return EncodedFrame(index, kind, len(packet), reconstruction_to_frame(rec, h.height, h.width))
 
     def flush(self) -> None:
         """Write the end mark and complete the output (renamed into place only now)."""
@@ -392,7 +400,7 @@ class Reader:
         self.load()
         h = self.header
         decoder = FrameDecoder(self._model, padded_size(h.height), padded_size(h.width), self.pipelined,
-                               output=lambda rec: self._output(tensor_to_frame(rec.x_hat, h.height, h.width)))
+                               output=lambda rec: self._output(reconstruction_to_frame(rec, h.height, h.width)))
         self.timings = decoder.timings  # seconds per stage (FrameDecoder.timings), filled as frames come out
         state = {"last": None, "losing": False}  # the last frame output; whether the current GOP is lost
 

@@ -54,6 +54,7 @@ class Reconstruction:
     x_hat: torch.Tensor  # (1, 6, H/2, W/2), on the 8-bit grid: exactly the output frame
     y_hat: torch.Tensor  # (1, M, H/16, W/16), quantized latent (gain-scaled domain)
     source: torch.Tensor | None = None  # encoder only: the original frame (v2 searches motion on originals)
+    x_bytes: torch.Tensor | None = None  # x_hat * 255 as uint8, when the synthesis made it (int8 engines)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class DecodedLatent:
 
     y_hat: torch.Tensor
     mv: torch.Tensor | None = None  # a P-frame's decoded motion field (v2)
+    # Synthesis inputs that depend on the latent and motion only, made early by a deployed model's
+    # `prepare_synthesis` (on the decoder's entropy thread); None: `synthesize` makes what it needs.
+    prepared: dict | None = None
 
 
 def z_size(height: int, width: int) -> tuple[int, int]:

@@ -91,7 +91,8 @@ def test_int8_is_deterministic(model, cache, frames, engine):
     two = int8.Int8Synthesis(model, engine, threads=2, config=SMALL, log=lambda _: None)
     y = torch.randn(1, 96, 12, 12) * 2
     pred = frames[0]
-    for backend_call in (lambda b: b.intra(y), lambda b: b.inter(y, pred)):
+    bi, bp = (int8.block_output(getattr(model, k).g_s, y) for k in ("intra", "inter"))
+    for backend_call in (lambda b: b.intra(y, bi), lambda b: b.inter(y, pred, bp)):
         a = backend_call(one)
         assert torch.equal(a, backend_call(one))
         assert torch.equal(a, backend_call(two))
@@ -124,12 +125,13 @@ def test_fp32_twin_unchanged(model, cache, frames):
 
 
 def test_exported_graph_is_exact(model):
-    """The graph given to the engines (ReLU before PixelShuffle, split and folded convs, rounding to
-    bytes) is g_s followed by `to_8bit`: bytes differ by at most 1, where float sums round differently."""
+    """The graph given to the engines (ReLU before PixelShuffle, split convs, rounding to bytes;
+    the block transform's output an input, `block_output`) is g_s followed by `to_8bit`: bytes
+    differ by at most 1, where float sums round differently."""
     y, pred = torch.randn(1, 96, 8, 12), torch.rand(1, 6, 64, 96)
     with torch.no_grad():
         for frame_model, args in ((model.intra, (y,)), (model.inter, (y, pred))):
-            ours = int8.SynthesisGraph(frame_model.g_s)(*args)
+            ours = int8.SynthesisGraph(frame_model.g_s)(*args, int8.block_output(frame_model.g_s, y))
             ref = to_8bit(frame_model.g_s(*args)) * 255
             assert ours.dtype == torch.uint8 and ours.shape == ref.shape
             diff = (ours.float() - ref).abs()

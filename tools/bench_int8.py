@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 from nvc.codec import frame_to_tensor, tensor_to_frame
-from nvc.deploy.int8 import (INT8_ENGINES, FastMotionCompensation, QuantConfig, build, synthesis_backend,
+from nvc.deploy.int8 import (INT8_ENGINES, FastMotionCompensation, block_output, QuantConfig, build, synthesis_backend,
                              weights_digest, with_synthesis)
 from nvc.entropy.hyperprior import single_threaded
 from nvc.metrics import frame_psnr, psnr_from_mse
@@ -144,6 +144,8 @@ def speed_table(model, engines: list[str], source, threads: int, reps: int, conf
     y_p = model.inter.gain.unscale(latents[1].y_hat, q)
     with single_threaded():
         pred = model.inter.motion_compensation(ref.x_hat, latents[1].mv)
+    block_i, block_p = (block_output(m.g_s, y) if m.g_s.block is not None else None
+                        for m, y in ((model.intra, y_i), (model.inter, y_p)))
     torch.set_num_threads(threads)
     fast = FastMotionCompensation()
     with torch.no_grad():
@@ -156,14 +158,14 @@ def speed_table(model, engines: list[str], source, threads: int, reps: int, conf
             row = {
                 "I_ms": _timed(lambda: twin.intra.synthesize(latents[0], None, 4), reps),
                 "P_ms": _timed(lambda: twin.inter.synthesize(latents[1], ref, 4), reps),
-                "I_g_s_ms": _timed(lambda: backend.intra(y_i), reps),
-                "P_g_s_ms": _timed(lambda: backend.inter(y_p, pred), reps),
+                "I_g_s_ms": _timed(lambda: backend.intra(y_i, block_i), reps),
+                "P_g_s_ms": _timed(lambda: backend.inter(y_p, pred, block_p), reps),
             }
         if engine in INT8_ENGINES:  # determinism: the same input twice, and on 1 vs 2 threads
             other = synthesis_backend(model, engine, 2 if threads == 1 else 1, config)
-            a = [backend.intra(y_i), backend.inter(y_p, pred)]
-            b = [backend.intra(y_i), backend.inter(y_p, pred)]
-            c = [other.intra(y_i), other.inter(y_p, pred)]
+            a = [backend.intra(y_i, block_i), backend.inter(y_p, pred, block_p)]
+            b = [backend.intra(y_i, block_i), backend.inter(y_p, pred, block_p)]
+            c = [other.intra(y_i, block_i), other.inter(y_p, pred, block_p)]
             row["same_output_twice"] = all(torch.equal(s, t) for s, t in zip(a, b))
             row["bytes_differing_1_vs_2_threads"] = sum(int((to_8bit(s.clone()) != to_8bit(t.clone())).sum())
                                                         for s, t in zip(a, c))
@@ -212,8 +214,8 @@ def print_tables(result: dict, bound: float) -> None:
         s = result["speed"]
         print(f"\nsynthesis of {Path(result['clips'][0]).name} at {result['padded_size']}, {result['threads']} "
               "thread(s): ms per frame, median (g_s alone in brackets)")
-        print(f"P warp in torch fp32: reference (models.motion) {s['warp_ms']['median']:.1f} ms, "
-              f"FastMotionCompensation (used with the engines) {s['warp_fast_ms']['median']:.1f} ms")
+        print(f"P warp, fp32: reference (models.motion, torch) {s['warp_ms']['median']:.1f} ms, "
+              f"FastMotionCompensation (native, used with the engines) {s['warp_fast_ms']['median']:.1f} ms")
         print(f"{'engine':12s} {'I':>16s} {'P':>16s}  determinism")
         for e, row in s.items():
             if e.startswith("warp"):
