@@ -10,7 +10,10 @@ The schedule is fixed when the first frame is released: frame i is due at t0 + i
 that is ready before its time waits for it; one that is ready more than `tolerance` seconds after
 it is *late* and is released at once (never dropped). The schedule is not moved after a late frame,
 so a stall makes every frame behind it late until the decoder has caught up, as a player's clock
-would see it. Model loading and the first frame's decoding come before t0 (a player's start-up).
+would see it. As a player does, `nvc decode --realtime` and `nvc play` decode ahead of the clock on
+a thread of their own into a queue of `DECODE_AHEAD` frames (ffplay's picture queue holds 3), filled
+before t0: model loading and those frames' decoding are the start-up; after it a frame that takes
+longer than a frame interval (an I-frame) is absorbed as long as the queue does not run dry.
 
 `nvc play` runs the same loop into the stdin of `ffplay` or `mpv` (whichever is installed) as
 Y4M. The clock and the sleep are injectable, so that the pacing is tested without timing anything.
@@ -18,8 +21,10 @@ Y4M. The clock and the sleep are injectable, so that the pacing is tested withou
 
 from __future__ import annotations
 
+import queue
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -29,6 +34,7 @@ from typing import BinaryIO, Callable
 from nvc.errors import NvcError
 
 DEFAULT_TOLERANCE = 0.002  # seconds after its due time before a frame counts as late (timer and scheduler noise)
+DECODE_AHEAD = 3  # frames decoded before they are due (ffplay's VIDEO_PICTURE_QUEUE_SIZE)
 PLAYERS = ("ffplay", "mpv")
 
 
@@ -105,6 +111,49 @@ def paced(frames, pacer: Pacer):
         yield frame
 
 
+def decoded_ahead(frames, depth: int = DECODE_AHEAD):
+    """`frames` (an iterable), iterated on a thread of its own up to `depth` frames ahead of the
+    caller; the first frame is yielded once `depth` are ready (or the source ended). An exception of
+    the source is raised here, in order; leaving the loop early stops the thread."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for frame in frames:
+                if not put((frame, None)):
+                    return
+            put((end, None))
+        except BaseException as e:  # handed to the consumer, raised there
+            put((end, e))
+
+    thread = threading.Thread(target=produce, name="nvc-decode-ahead", daemon=True)
+    thread.start()
+    try:
+        while ready.qsize() < depth and thread.is_alive():  # pre-roll
+            time.sleep(0.001)
+        while True:
+            frame, error = ready.get()
+            if frame is end:
+                if error is not None:
+                    raise error
+                return
+            yield frame
+    finally:
+        stop.set()
+        thread.join()
+
+
 def decode_realtime(source, output: str | None, device: str = "cpu", *, format: str | None = None,
                     pipelined: bool = True, conceal: bool = False, on_damage=None,
                     pacer: Pacer | None = None) -> PacingStats:
@@ -134,7 +183,7 @@ def _paced_decode(reader, pacer: Pacer | None, *, output: str | None = None, for
             writer = open_writer(str(output), h.width, h.height, reader.fps, format, matrix=h.colorspace.name.lower(),
                                  **colour)
         reader.load()
-        for frame in paced(reader, pacer):
+        for frame in paced(decoded_ahead(reader), pacer):
             writer.write(frame)
         writer.close()
     except BrokenPipeError:

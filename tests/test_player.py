@@ -9,6 +9,7 @@ import pytest
 
 import nvc
 from nvc.cli import main
+from nvc.errors import NvcError
 from nvc.player import Pacer, paced
 
 # A real consumer of the pipe: libavformat's Y4M demuxer (ffmpeg's, through PyAV; no ffmpeg binary
@@ -139,3 +140,40 @@ def test_play_checks_the_input_before_starting_the_player(tmp_path, monkeypatch,
     assert main(["play", str(tmp_path / "none.nvc")]) == 1
     assert capsys.readouterr().err == f"nvc: error: input not found: {tmp_path / 'none.nvc'}\n"
     assert "popen" not in started
+
+
+def test_decoded_ahead_keeps_order_errors_and_stops_early():
+    """The decode-ahead queue of the real-time output: the frames in order, the source's error
+    raised in its place, and a consumer that stops early stops the decoding thread."""
+    import threading
+
+    from nvc.player import decoded_ahead
+
+    assert list(decoded_ahead(iter(range(10)), depth=3)) == list(range(10))
+    assert list(decoded_ahead(iter([]), depth=3)) == []
+
+    def failing():
+        yield 1
+        yield 2
+        raise NvcError("corrupt latent data in frame 2")
+
+    got = []
+    with pytest.raises(NvcError, match="frame 2"):
+        for frame in decoded_ahead(failing(), depth=3):
+            got.append(frame)
+    assert got == [1, 2]
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    frames = decoded_ahead(endless(), depth=3)
+    assert [next(frames) for _ in range(5)] == list(range(5))
+    frames.close()
+    assert not any(t.name == "nvc-decode-ahead" for t in threading.enumerate())
+    assert len(produced) <= 5 + 3 + 1  # at most a queue's worth beyond what was taken
