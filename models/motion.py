@@ -78,14 +78,21 @@ def _block_sad(cur: torch.Tensor, pred: torch.Tensor, block: int) -> torch.Tenso
     return F.avg_pool2d((cur - pred).abs(), block) * (block * block)
 
 
-def _shifted(ref: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
-    """ref moved by an integer vector (out[p] = ref[p + (dx, dy)]), borders replicated."""
-    h, w = ref.shape[-2:]
-    pad = max(abs(dx), abs(dy))
-    if pad == 0:
-        return ref
-    padded = F.pad(ref, (pad, pad, pad, pad), mode="replicate")
-    return padded[..., pad + dy : pad + dy + h, pad + dx : pad + dx + w]
+def _warped_block_sad(cur: torch.Tensor, ref: torch.Tensor, mv: torch.Tensor, block: int) -> torch.Tensor:
+    """Per block, the SAD of cur against ref moved by the block's quarter-pel vector (bilinear,
+    borders replicated): natively (`models/motion_search.cpp`, one pass) on the CPU, ~10x faster at
+    720p than building each candidate field's sampling grid; in torch elsewhere (CUDA)."""
+    if cur.device.type != "cpu" or cur.requires_grad:
+        return _block_sad(cur, warp(ref, _block_flow(mv, block)), block)
+    from nvc.models import _motion_search
+
+    b, _, h, w = cur.shape
+    out = torch.empty(b, 1, h // block, w // block)
+    vectors = mv.round().to(torch.int32).contiguous()
+    for i in range(b):
+        _motion_search.block_sad(cur[i, 0].contiguous().numpy(), ref[i, 0].contiguous().numpy(), vectors[i].numpy(),
+                                 out[i, 0].numpy(), block)
+    return out
 
 
 def _block_flow(mv: torch.Tensor, block: int) -> torch.Tensor:
@@ -146,7 +153,8 @@ def estimate_motion(cur: torch.Tensor, ref: torch.Tensor, lmbda: float = 128.0, 
     for dy in range(-SEARCH_COARSE, SEARCH_COARSE + 1):
         for dx in range(-SEARCH_COARSE, SEARCH_COARSE + 1):
             # ties (flat or padded areas) go to the shorter vector: a tiny cost per pixel of length
-            sad = _block_sad(c4, _shifted(r4, dx, dy), block // 4) + 1e-3 * (abs(dx) + abs(dy))
+            shift = torch.tensor([dx * MV_UNITS, dy * MV_UNITS], device=cur.device)[None, :, None, None].expand_as(mv)
+            sad = _warped_block_sad(c4, r4, shift, block // 4) + 1e-3 * (abs(dx) + abs(dy))
             better = sad < best
             best = torch.where(better, sad, best)
             mv = torch.where(better, torch.tensor([dx * 4.0, dy * 4.0], device=cur.device)[None, :, None, None], mv)
@@ -156,7 +164,7 @@ def estimate_motion(cur: torch.Tensor, ref: torch.Tensor, lmbda: float = 128.0, 
 
     def cost(candidate: torch.Tensor) -> torch.Tensor:
         length = candidate.abs().sum(1, keepdim=True) * 1e-3
-        sad = _block_sad(cur, warp(ref, _block_flow(candidate, block)), block)
+        sad = _warped_block_sad(cur, ref, candidate, block)
         return torch.where((candidate == 0).all(1, keepdim=True), still_sad, sad) + length
 
     # 2. fine: integer, then half- and quarter-pel refinement around the best vector

@@ -94,3 +94,19 @@ def test_search_keeps_a_pan_free_to_code(coder):
     inner = mv[0, :, 1:-1, 1:-1].reshape(2, -1)
     assert (inner == torch.tensor([[24], [-16]])).all(0).float().mean() > 0.9
     assert len(coder.encode(mv)) < 40
+
+
+@pytest.mark.parametrize("block", [4, 16, 32])
+def test_native_block_sad_is_the_warped_sad(block):
+    """The encoder's block-matching cost (models/motion_search.cpp) against the torch definition:
+    whole-, half- and quarter-pel vectors, some past the borders."""
+    from nvc.models import motion
+
+    g = torch.Generator().manual_seed(block)
+    cur, ref = (torch.rand(1, 1, 64, 96, generator=g) * 255 for _ in range(2))
+    mv = (torch.randn(1, 2, 64 // block, 96 // block, generator=g) * 40).round()
+    mv[:, :, 0, 0] = 0
+    expected = motion._block_sad(cur, motion.warp(ref, motion._block_flow(mv, block)), block)
+    got = motion._warped_block_sad(cur, ref, mv, block)
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-2)

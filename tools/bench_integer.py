@@ -96,10 +96,11 @@ class LatentPath:
             y_hat = torch.where(mask, torch.where(coded, symbols + means, means), y_hat)
             stats["coded"] += int(coded.sum())
             stats["ideal_bits"] += ideal_bits(symbols[coded], indexes[coded], table)
-            for group in lc._groups(masks[s]):
-                sel = coded[:, group]
-                stats["bytes"] += len(coder.encode(symbols[:, group][sel].int().numpy(),
-                                                   indexes[:, group][sel].numpy(), lc.tables))
+            plan = lc._plan(lc.steps, *y.shape[1:])[s]  # the step's positions and substreams, as the codec codes them
+            sel, sym, idx = (t.flatten()[plan.positions] for t in (coded, symbols, indexes))
+            for a, b in plan.spans:
+                stats["bytes"] += len(coder.encode(sym[a:b][sel[a:b]].int().numpy(), idx[a:b][sel[a:b]].numpy(),
+                                                   lc.tables))
             stats["indexes"].append(indexes[mask])
         stats["indexes"] = torch.cat(stats["indexes"])
         return y_hat, stats
