@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="synthesis engine of the v2 model, recorded in the stream (decoders run the same one): "
                           "torch (fp32 reference, default), or an int8 engine: openvino, onnxruntime (int8 = openvino); "
                           "int8 graphs are built on first use (minutes) and decode only where built")
+    enc.add_argument("--entropy", choices=("float", "integer"),
+                     help="entropy parameters of the v2 model, recorded in the stream: float (default; exact on the "
+                          "machine that encoded) or integer (exact integer arithmetic: the same symbols on any CPU "
+                          "or GPU; slower to decode, README 'Real-time decoding')")
 
     dec = sub.add_parser("decode", parents=[common, writes], help="decode an .nvc file",
                          description="Decode an .nvc file to .y4m, .yuv, a folder of PNGs, Y4M on stdout (-o -), "
@@ -300,7 +304,7 @@ def cmd_encode(args) -> None:
 
     stats = encode_video(args.input, args.output, args.quality, args.frames, args.device, args.size, args.fps,
                          progress=_progress(args), intra_period=args.intra_period, overwrite=args.overwrite,
-                         on_warning=_warn, model=args.model, engine=args.engine)
+                         on_warning=_warn, model=args.model, engine=args.engine, entropy=args.entropy)
     print(f"encoded {stats.summary()}", file=sys.stderr)
 
 
@@ -378,6 +382,8 @@ def cmd_info(args) -> None:
               f"intra period {h.intra_period}, quality {h.quality}")
         print(f"matrix {h.colorspace.name.lower()}, range {h.color_range.name.lower()}, "
               f"chroma siting {h.chroma_location.name.lower()}, sample aspect ratio {sar}")
+        graphs = f" (graphs {h.synthesis_id.hex()})" if any(h.synthesis_id) else ""
+        print(f"synthesis {h.synthesis.label}{graphs}, entropy parameters {h.entropy_params.label}")
         print("frame  type  quality     bytes  streams (kind[step.part]:bytes)")
         total = 0
         for p in read_packets(f, h):

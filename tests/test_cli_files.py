@@ -330,3 +330,18 @@ with nvc.open({str(tmp_path / 'w.nvc')!r}) as f:
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "FutureWarning" not in proc.stderr
+
+
+def test_encode_with_integer_entropy_parameters(tmp_path, capsys, tiny_y4m):
+    """--entropy integer is recorded in the stream (nvc info shows it) and decodes; models without
+    the integer path refuse it in one line."""
+    out = tmp_path / "int.nvc"
+    assert main(["encode", str(tiny_y4m), "-o", str(out), "--entropy", "integer", "-q"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert "synthesis torch, entropy parameters integer" in capsys.readouterr().out
+    assert main(["decode", str(out), "-f", "null", "-q"]) == 0
+    assert main(["encode", str(tiny_y4m), "-o", str(tmp_path / "v1.nvc"), "--entropy", "integer",
+                 "--model", "tcm-yuv420-v1", "-q"]) == 1
+    assert "only lean-mc-yuv420-v2 has them" in capsys.readouterr().err
+    assert not (tmp_path / "v1.nvc").exists()
