@@ -187,10 +187,10 @@ class SynthesisGraph(nn.Module):
     split, each input has its own scale.
     The block transform (`nvc.models.lean.BlockTransform`, a 1x1 conv and an 8x pixel shuffle) is not
     in the graph: its conv's output comes in as the input `block` (`block_output`: 1/16 resolution,
-    DCR channel order), shuffled and added in float before the rounding. It
-    stays float (its input, the latent, needs finer steps at high quality than one 8-bit scale over
-    the latent's range gives) and it depends on the latent only, so the decoder computes it on the
-    entropy thread (`prepare_synthesis`), off the synthesis thread.
+    DCR channel order), shuffled and added in float before the rounding. It stays float (its input,
+    the latent, needs finer steps at high quality than one 8-bit scale over the latent's range
+    gives), and it depends on the latent only, so the decoder computes it on the entropy thread
+    (`prepare_synthesis`), off the synthesis thread.
     The P-frame's output is `pred + outp(pred) + out(h) (+ block(y))` with the prediction itself
     added in float: the trained outp is small (|w| <= 0.011 for d2de9676), so the 8-bit steps of its
     input barely reach the output, where a copy of the prediction through an int8 conv put ~0.3
@@ -639,9 +639,8 @@ class FastMotionCompensation:
 def _prepare_synthesis(self, latent, quality: int):
     """The synthesis work that needs the latent only, not the reference pixels: the unscaled latent
     and the block transform's output. `FrameDecoder` calls it on the entropy thread (~3 ms of a
-    720p frame off the synthesis thread);
-    `synthesize` calls it when it was not called (the encoder), on one thread either way, so the
-    values do not depend on where it ran."""
+    720p frame off the synthesis thread); `synthesize` calls it when it was not called (the
+    encoder). One thread either way, so the values do not depend on where it ran."""
     from nvc.entropy.hyperprior import single_threaded
 
     with single_threaded(), torch.no_grad():
