@@ -43,14 +43,12 @@ class PQMimConfig(SavedConfig):
     """The PQ-MIM architecture (`pq-mim-v1`); saved in the weights file, so a file rebuilds its model."""
 
     architecture: ClassVar[str] = "pq-mim"  # what a weights file records to rebuild the model
-    defaults_of_older_files: ClassVar[dict] = {"block_transform": False}
+    block_transform: ClassVar[bool] = False  # its lean g_a / g_s run without `models.lean.BlockTransform`
 
     latent_channels: int = 96  # D: channels of y at 1/16 luma resolution (the lean g_a / g_s of v2)
     codebooks: int = 8  # M: sub-vectors per position, one codebook each (sub-vector dim D/M)
     codebook_size: int = 256  # K: codewords per codebook (8 bits per token before entropy coding)
     synthesis_width: tuple[int, int, int] = (128, 64, 32)  # g_s channels at 1/16, 1/8, 1/4 (models.lean)
-    # the linear block transform beside the lean g_a / g_s (`models.lean.BlockTransform`), as in v2
-    block_transform: bool = True
     token_width: int = 64  # C: channels of the masked-token model's trunk
     token_dilations: tuple[int, ...] = (1, 2, 4)  # one residual 3x3 block per entry (receptive field 15x15)
     quality_levels: int = 6
