@@ -19,8 +19,8 @@ from nvc.models.registry import entry_by_name, weights_hash
 from tools.make_golden import GOLDEN, MODEL, frames_sha256, latents_sha256
 
 # >>> pinned by tools/make_golden.py
-FRAMES_SHA256 = "44ef038774ff0e8427f8012cb4a050be756a779bd4a4a43f50c18f3edc09ecf1"
-LATENTS_SHA256 = "671b1efe7ff1a118aa3645a02c1928978422ca6a5b196985f9aecb58f0d0463b"
+FRAMES_SHA256 = "2163c21c44f95b240433792f303b4ae848cca2f11f3853cbd4138d14eb093d7e"
+LATENTS_SHA256 = "c4072f73c2c0b4f81129e0d0a659f4eec12fba24d647dcad3838c3b287243796"
 # <<< pinned by tools/make_golden.py
 
 
