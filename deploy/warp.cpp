@@ -16,10 +16,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "../native/py_buffer.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <string>
 #include <vector>
 
 namespace {
@@ -143,49 +144,22 @@ void warp(const float* ref, const int32_t* mv, float* out, int h2, int w2) {
   for (int k = 4; k < 6; ++k) warp_plane(ref + k * plane, out + k * plane, mvx, mvy, hb, wb, kBlock / 2);
 }
 
-bool get_buffer(PyObject* obj, Py_buffer* view, int flags, const char* format, int ndim, const char* name) {
-  if (PyObject_GetBuffer(obj, view, flags | PyBUF_FORMAT | PyBUF_ND | PyBUF_C_CONTIGUOUS) != 0) return false;
-  if (view->ndim != ndim || view->itemsize != 4 || std::string(view->format) != format) {
-    PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous %d-D %s array", name, ndim,
-                 format[0] == 'f' ? "float32" : "int32");
-    PyBuffer_Release(view);
-    return false;
-  }
-  return true;
-}
-
 PyObject* py_warp(PyObject*, PyObject* args) {
   PyObject *r, *m, *o;
   if (!PyArg_ParseTuple(args, "OOO:warp", &r, &m, &o)) return nullptr;
-  Py_buffer ref{}, mv{}, out{};
-  if (!get_buffer(r, &ref, PyBUF_SIMPLE, "f", 3, "ref")) return nullptr;
-  if (!get_buffer(m, &mv, PyBUF_SIMPLE, "i", 3, "mv")) {
-    PyBuffer_Release(&ref);
-    return nullptr;
-  }
-  if (!get_buffer(o, &out, PyBUF_WRITABLE, "f", 3, "out")) {
-    PyBuffer_Release(&ref);
-    PyBuffer_Release(&mv);
-    return nullptr;
-  }
-  const Py_ssize_t h2 = ref.shape[1], w2 = ref.shape[2];
-  const bool ok = ref.shape[0] == 6 && h2 % 8 == 0 && w2 % 8 == 0 && h2 > 0 && w2 > 0 &&
-                  mv.shape[0] == 2 && mv.shape[1] == h2 / 8 && mv.shape[2] == w2 / 8 &&
-                  out.shape[0] == 6 && out.shape[1] == h2 && out.shape[2] == w2 && out.buf != ref.buf;
-  if (ok) {
-    Py_BEGIN_ALLOW_THREADS
-    warp(static_cast<const float*>(ref.buf), static_cast<const int32_t*>(mv.buf), static_cast<float*>(out.buf),
-         static_cast<int>(h2), static_cast<int>(w2));
-    Py_END_ALLOW_THREADS
-  }
-  PyBuffer_Release(&ref);
-  PyBuffer_Release(&mv);
-  PyBuffer_Release(&out);
-  if (!ok) {
+  Buffer ref, mv, out;
+  if (!ref.get_float32(r, "ref", 3) || !mv.get_int32(m, 3, "mv") || !out.get_float32(o, "out", 3, true)) return nullptr;
+  const Py_ssize_t h2 = ref.shape(1), w2 = ref.shape(2);
+  if (!(ref.shape(0) == 6 && h2 % 8 == 0 && w2 % 8 == 0 && h2 > 0 && w2 > 0 && mv.shape(0) == 2 &&
+        mv.shape(1) == h2 / 8 && mv.shape(2) == w2 / 8 && out.shape(0) == 6 && out.shape(1) == h2 &&
+        out.shape(2) == w2 && out.view.buf != ref.view.buf)) {
     PyErr_SetString(PyExc_ValueError,
                     "warp: ref and out must be distinct (6, H/2, W/2) with H, W multiples of 16, mv (2, H/16, W/16)");
     return nullptr;
   }
+  Py_BEGIN_ALLOW_THREADS
+  warp(ref.f32(), mv.i32(), out.f32_out(), static_cast<int>(h2), static_cast<int>(w2));
+  Py_END_ALLOW_THREADS
   Py_RETURN_NONE;
 }
 

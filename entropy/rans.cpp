@@ -30,6 +30,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "../native/py_buffer.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -230,45 +232,6 @@ void parallel_for(size_t n, size_t threads, F&& f) {
 
 // ---------------------------------------------------------------------------------------------
 // Python glue: buffers in, bytes / numpy arrays out.
-
-struct Buffer {
-  Py_buffer view{};
-  bool held = false;
-  Buffer() = default;
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  ~Buffer() {
-    if (held) PyBuffer_Release(&view);
-  }
-  bool get(PyObject* obj, int flags) {
-    held = PyObject_GetBuffer(obj, &view, flags) == 0;
-    return held;
-  }
-  // A C-contiguous int32 array with `ndim` dimensions.
-  bool get_int32(PyObject* obj, int ndim, const char* name) { return get_typed(obj, ndim, false, name); }
-  // A C-contiguous 1-D float32 array.
-  bool get_float32(PyObject* obj, const char* name) { return get_typed(obj, 1, true, name); }
-  bool get_typed(PyObject* obj, int ndim, bool float32, const char* name) {
-    const char* type = float32 ? "float32" : "int32";
-    if (!get(obj, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)) {
-      PyErr_Clear();
-      PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous %s array", name, type);
-      return false;
-    }
-    const char* f = view.format ? view.format : "B";
-    if (*f == '@' || *f == '=' || *f == '<') ++f;
-    const bool ok = view.itemsize == 4 && (float32 ? !std::strcmp(f, "f")
-                                                   : !std::strcmp(f, "i") || (sizeof(long) == 4 && !std::strcmp(f, "l")));
-    if (!ok || view.ndim != ndim) {
-      PyErr_Format(PyExc_TypeError, "%s must be a %d-D %s array", name, ndim, type);
-      return false;
-    }
-    return true;
-  }
-  size_t size() const { return static_cast<size_t>(view.len / 4); }
-  const int32_t* i32() const { return static_cast<const int32_t*>(view.buf); }
-  const float* f32() const { return static_cast<const float*>(view.buf); }
-};
 
 struct TableBuffers {
   Buffer cdfs, lengths, offsets;

@@ -12,10 +12,11 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "../native/py_buffer.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <string>
 
 namespace {
 
@@ -60,51 +61,26 @@ void block_sad(const float* cur, const float* ref, const int32_t* mv, float* out
     }
 }
 
-bool get_buffer(PyObject* obj, Py_buffer* view, int flags, const char* format, int ndim, const char* name) {
-  if (PyObject_GetBuffer(obj, view, flags | PyBUF_FORMAT | PyBUF_ND | PyBUF_C_CONTIGUOUS) != 0) return false;
-  if (view->ndim != ndim || view->itemsize != 4 || std::string(view->format) != format) {
-    PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous %d-D %s array", name, ndim,
-                 format[0] == 'f' ? "float32" : "int32");
-    PyBuffer_Release(view);
-    return false;
-  }
-  return true;
-}
-
 PyObject* py_block_sad(PyObject*, PyObject* args) {
   PyObject *c, *r, *m, *o;
   int block;
   if (!PyArg_ParseTuple(args, "OOOOi:block_sad", &c, &r, &m, &o, &block)) return nullptr;
-  Py_buffer views[4] = {};
-  const char* formats[4] = {"f", "f", "i", "f"};
-  const int dims[4] = {2, 2, 3, 2};
-  const char* names[4] = {"cur", "ref", "mv", "out"};
-  PyObject* objs[4] = {c, r, m, o};
-  int got = 0;
-  for (; got < 4; ++got)
-    if (!get_buffer(objs[got], &views[got], got == 3 ? PyBUF_WRITABLE : PyBUF_SIMPLE, formats[got], dims[got],
-                    names[got]))
-      break;
-  bool ok = got == 4;
-  if (ok) {
-    const Py_ssize_t h = views[0].shape[0], w = views[0].shape[1];
-    ok = block > 0 && h % block == 0 && w % block == 0 && h > 0 && w > 0 && views[1].shape[0] == h &&
-         views[1].shape[1] == w && views[2].shape[0] == 2 && views[2].shape[1] == h / block &&
-         views[2].shape[2] == w / block && views[3].shape[0] == h / block && views[3].shape[1] == w / block;
-    if (ok) {
-      Py_BEGIN_ALLOW_THREADS
-      block_sad(static_cast<const float*>(views[0].buf), static_cast<const float*>(views[1].buf),
-                static_cast<const int32_t*>(views[2].buf), static_cast<float*>(views[3].buf), static_cast<int>(h),
-                static_cast<int>(w), block);
-      Py_END_ALLOW_THREADS
-    } else {
-      PyErr_SetString(PyExc_ValueError,
-                      "block_sad: cur and ref (H, W) with H, W multiples of block, mv (2, H/block, W/block), "
-                      "out (H/block, W/block)");
-    }
+  Buffer cur, ref, mv, out;
+  if (!cur.get_float32(c, "cur", 2) || !ref.get_float32(r, "ref", 2) || !mv.get_int32(m, 3, "mv") ||
+      !out.get_float32(o, "out", 2, true))
+    return nullptr;
+  const Py_ssize_t h = cur.shape(0), w = cur.shape(1);
+  if (!(block > 0 && h % block == 0 && w % block == 0 && h > 0 && w > 0 && ref.shape(0) == h && ref.shape(1) == w &&
+        mv.shape(0) == 2 && mv.shape(1) == h / block && mv.shape(2) == w / block && out.shape(0) == h / block &&
+        out.shape(1) == w / block)) {
+    PyErr_SetString(PyExc_ValueError,
+                    "block_sad: cur and ref (H, W) with H, W multiples of block, mv (2, H/block, W/block), "
+                    "out (H/block, W/block)");
+    return nullptr;
   }
-  for (int i = 0; i < got; ++i) PyBuffer_Release(&views[i]);
-  if (!ok) return nullptr;
+  Py_BEGIN_ALLOW_THREADS
+  block_sad(cur.f32(), ref.f32(), mv.i32(), out.f32_out(), static_cast<int>(h), static_cast<int>(w), block);
+  Py_END_ALLOW_THREADS
   Py_RETURN_NONE;
 }
 
