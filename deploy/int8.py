@@ -651,29 +651,27 @@ def _prepare_synthesis(self, latent, quality: int):
     return replace(latent, prepared=prepared)
 
 
-def _synthesize_intra(self, latent, ref, quality: int):
+def _reconstruction(latent, backend, kind: str, *inputs: torch.Tensor | None):
+    """The frame the backend's `kind` ("intra", "inter") synthesises from `inputs`: an int8 engine's
+    bytes are kept (the output frame is made from them, not from floats); a float output is rounded."""
     from nvc.model import Reconstruction, to_8bit
 
-    backend = self._synthesis_backend
-    p = (latent if latent.prepared is not None else self.prepare_synthesis(latent, quality)).prepared
-    if backend.rounds:  # the engine's bytes: the output frame is made from them, not from floats
-        x8 = backend.intra(p["y"], p.get("block"), as_bytes=True)
+    run = getattr(backend, kind)
+    if backend.rounds:
+        x8 = run(*inputs, as_bytes=True)
         return Reconstruction(_from_bytes(x8).to(latent.y_hat.device), latent.y_hat, x_bytes=x8)
-    x = backend.intra(p["y"], p.get("block")).to(latent.y_hat.device)
-    return Reconstruction(to_8bit(x), latent.y_hat)
+    return Reconstruction(to_8bit(run(*inputs).to(latent.y_hat.device)), latent.y_hat)
+
+
+def _synthesize_intra(self, latent, ref, quality: int):
+    p = (latent if latent.prepared is not None else self.prepare_synthesis(latent, quality)).prepared
+    return _reconstruction(latent, self._synthesis_backend, "intra", p["y"], p.get("block"))
 
 
 def _synthesize_inter(self, latent, ref, quality: int):
-    from nvc.model import Reconstruction, to_8bit
-
-    backend = self._synthesis_backend
     p = (latent if latent.prepared is not None else self.prepare_synthesis(latent, quality)).prepared
     pred = self._fast_motion_compensation(ref.x_hat, latent.mv)  # fp32, native (faster than in the engines)
-    if backend.rounds:
-        x8 = backend.inter(p["y"], pred, p.get("block"), as_bytes=True)
-        return Reconstruction(_from_bytes(x8).to(latent.y_hat.device), latent.y_hat, x_bytes=x8)
-    x = backend.inter(p["y"], pred, p.get("block")).to(latent.y_hat.device)
-    return Reconstruction(to_8bit(x), latent.y_hat)
+    return _reconstruction(latent, self._synthesis_backend, "inter", p["y"], pred, p.get("block"))
 
 
 def _frame_copy(frame_model: nn.Module, backend, synthesize) -> nn.Module:
