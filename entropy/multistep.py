@@ -32,6 +32,17 @@ from nvc.entropy.hyperprior import single_threaded
 from nvc.models.lean import HyperAnalysis, HyperSynthesis, LeanConfig, act, conv1, conv3
 
 
+def deadzone_round(r: torch.Tensor, deadzone: float) -> torch.Tensor:
+    """Round to the nearest integer, except that |r| is rounded down unless its fraction exceeds
+    0.5 + `deadzone`: the dead-zone quantizer of block codecs' encoders (HEVC's HM rounds levels
+    with an offset of 1/3 in intra and 1/6 in inter blocks, a dead zone of 1/6 and 1/3), here
+    applied to the residual y - mean. Fewer and smaller symbols for a small distortion; the decoder
+    is unchanged (it reads symbols)."""
+    if deadzone == 0:
+        return torch.round(r)
+    return torch.sign(r) * torch.floor(r.abs() + (0.5 - deadzone))
+
+
 def step_masks(steps: int, channels: int, height: int, width: int, device=None) -> torch.Tensor:
     """(S, C, H, W) bool: which symbols each step decodes. 1: all; 2: checkerboard; 4: channel
     halves x checkerboard."""
@@ -195,10 +206,11 @@ class MultiStepLatentCodec(nn.Module):
 
     @torch.no_grad()
     def compress(self, y: torch.Tensor, prior: tuple | None = None, steps: int | None = None,
-                 stats: dict | None = None) -> tuple[bytes, list[list[bytes]], torch.Tensor]:
+                 stats: dict | None = None, deadzone: float = 0.0) -> tuple[bytes, list[list[bytes]], torch.Tensor]:
         """Code one latent (batch 1). Returns the hyper stream, the substreams of every step, and
         y_hat exactly as the decoder rebuilds it. `steps` overrides the schedule (1: no context);
-        `stats`, when given, receives the numbers of symbols and of coded (not skipped) symbols."""
+        `stats`, when given, receives the numbers of symbols and of coded (not skipped) symbols;
+        `deadzone`: the encoder's rounding (`deadzone_round`), which the decoder need not know."""
         if y.size(0) != 1:
             raise ValueError("compress codes one frame at a time")
         z_stream, z_hat = bottleneck.encode(self.z_codec, self.h_a(y), self._z_tables)
@@ -210,7 +222,7 @@ class MultiStepLatentCodec(nn.Module):
         for s, plan in enumerate(self._plan(steps, *y.shape[1:])):
             pos = plan.positions.to(y.device)
             means, indexes = self.coding_parameters(s, steps, base, y_hat, pos)
-            symbols = torch.round(gather(y, pos) - means)
+            symbols = deadzone_round(gather(y, pos) - means, deadzone)
             coded = indexes > 0
             y_hat.view(-1).index_copy_(0, pos, torch.where(coded, symbols + means, means))
             if stats is not None:

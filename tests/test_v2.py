@@ -14,7 +14,7 @@ import nvc
 from nvc.codec import frame_to_tensor
 from nvc.container import FrameType, StreamKind
 from nvc.entropy.motion import MotionCoder, field_differences, field_from_differences
-from nvc.entropy.multistep import step_masks
+from nvc.entropy.multistep import deadzone_round, step_masks
 from nvc.errors import NvcError
 from nvc.model import load_shipped
 from nvc.models.motion import MotionCompensation, estimate_motion, predict_packed
@@ -201,3 +201,11 @@ def test_training_runs_data_parallel(tmp_path, carphone):
     assert (tmp_path / "w.pt").exists()
     steps = [line.split("\t")[0] for line in (tmp_path / "run" / "log.tsv").read_text().splitlines()]
     assert steps == ["1", "2"]
+
+
+def test_deadzone_rounding_rounds_small_fractions_toward_zero():
+    r = torch.tensor([0.0, 0.3, 0.55, 0.62, -0.55, -0.62, 1.58, 1.7, -2.4])
+    assert torch.equal(deadzone_round(r, 0.0), torch.round(r))
+    assert deadzone_round(r, 0.1).tolist() == [0, 0, 0, 1, 0, -1, 1, 2, -2]
+    many = torch.randn(10000) * 3
+    assert (deadzone_round(many, 0.15).abs() <= torch.round(many).abs()).all()  # never a larger level
