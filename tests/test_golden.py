@@ -19,8 +19,8 @@ from nvc.models.registry import entry_by_name, weights_hash
 from tools.make_golden import GOLDEN, MODEL, frames_sha256, latents_sha256
 
 # >>> pinned by tools/make_golden.py
-FRAMES_SHA256 = "2163c21c44f95b240433792f303b4ae848cca2f11f3853cbd4138d14eb093d7e"
-LATENTS_SHA256 = "c4072f73c2c0b4f81129e0d0a659f4eec12fba24d647dcad3838c3b287243796"
+FRAMES_SHA256 = "9c39018a50d73b7354db4dbb0a5d17251c60e403607109d6abe4d37f90930d2a"
+LATENTS_SHA256 = "fac94f236b39aa70df4611c106c26c19d8a397c68caf2de2ff6589f21a6b03eb"
 # <<< pinned by tools/make_golden.py
 
 
