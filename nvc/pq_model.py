@@ -155,6 +155,7 @@ class PQMimIntra(nn.Module):
         return tokens, active
 
     def latent_of(self, tokens: torch.Tensor, active: int) -> DecodedLatent:
+        """Decoded tokens -> the synthesis input (codebook lookup; the default where not coded)."""
         return DecodedLatent(self.quantizer.lookup(tokens, torch.tensor([active], device=tokens.device)))
 
     @torch.no_grad()
