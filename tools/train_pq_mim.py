@@ -3,7 +3,7 @@
     python -m tools.train_pq_mim --steps 20000 --out runs/pq-mim          # resumes from runs/pq-mim if it holds a checkpoint
     python -m tools.train_pq_mim --out runs/pq-mim --export-only          # write models/weights/pq-mim-v1.pt
     python -m tools.train_pq_mim --steps 200 --threads 1 --out runs/pq-smoke --export runs/pq-smoke/pq-mim-v1.pt
-    python -m tools.train_pq_mim --inter --steps 2400 --out runs/pq-p     # P-frame token model, from the shipped weights
+    python -m tools.train_pq_mim --inter --steps 2400 --out runs/pq-p     # P-frame token model (from --export)
 
 One step: a batch of crops (one random quality level each, so one random number of coded
 sub-vectors), one random decoding schedule S from `PQMimConfig.train_steps`. Loss per crop:
@@ -74,7 +74,7 @@ def inter_step_loss(model: PQMimVideoModel, x: torch.Tensor, quality: torch.Tens
     with torch.no_grad():
         q0 = intra.quantizer(intra.g_a(x[:, 0]), intra.active(quality))
         y0 = intra.quantizer.lookup(q0.tokens, q0.active)  # what the decoder holds of the reference
-        prev = intra.quantizer.nearest(intra.quantizer.subvectors(y0))  # = PQMimIntra.reference_tokens
+        prev = intra.quantizer.nearest(intra.quantizer.subvectors(y0))  # what tokens_of finds (tested)
     bpp = model.inter(x[:, 1], prev, quality, steps) / (x.size(3) * x.size(4) * 4)
     return bpp.mean(), bpp
 
