@@ -127,7 +127,7 @@ class ProductQuantizer(nn.Module):
         return dist.argmin(-1).reshape(m, b, h, w).transpose(0, 1)
 
     def tokens_of(self, y_hat: torch.Tensor) -> torch.Tensor:
-        """(1, D, h, w) decoded latent -> (1, M, h, w) the nearest codewords of its unit sub-vectors:
+        """(B, D, h, w) decoded latent -> (B, M, h, w) the nearest codewords of its unit sub-vectors:
         its tokens where coded; where a codebook holds its default everywhere (not coded), the
         default's nearest codeword, found once rather than at every position."""
         q = self.split(y_hat)

@@ -74,7 +74,7 @@ def inter_step_loss(model: PQMimVideoModel, x: torch.Tensor, quality: torch.Tens
     with torch.no_grad():
         q0 = intra.quantizer(intra.g_a(x[:, 0]), intra.active(quality))
         y0 = intra.quantizer.lookup(q0.tokens, q0.active)  # what the decoder holds of the reference
-        prev = intra.quantizer.nearest(intra.quantizer.subvectors(y0))  # what tokens_of finds (tested)
+        prev = intra.quantizer.tokens_of(y0)  # as PQMimIntra.reference_tokens finds them
     bpp = model.inter(x[:, 1], prev, quality, steps) / (x.size(3) * x.size(4) * 4)
     return bpp.mean(), bpp
 
