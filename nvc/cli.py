@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--model", default=DEFAULT_MODEL, help=f"shipped model: {models} (default: {DEFAULT_MODEL})")
     enc.add_argument("--intra-period", type=int, default=32,
                      help="an I-frame every N frames, P-frames between; 1 = all intra, -1 = only the first (default: 32)")
+    enc.add_argument("--flat-quality", action="store_true",
+                     help="code every frame at --quality (default for lean-mc-yuv420-v2: I-frames 3 levels and every "
+                          "4th P-frame 1 level above it, up to the last level, as x265 gives I-frames a lower QP: "
+                          "fewer bits for the same PSNR; `nvc info` lists each frame's level)")
     enc.add_argument("--size", type=_size, help="WxH of a raw .yuv input")
     enc.add_argument("--fps", type=_fps,
                      help="frame rate written into the .nvc header, e.g. 30000/1001: for a raw .yuv input (default 25), "
@@ -304,7 +308,8 @@ def cmd_encode(args) -> None:
 
     stats = encode_video(args.input, args.output, args.quality, args.frames, args.device, args.size, args.fps,
                          progress=_progress(args), intra_period=args.intra_period, overwrite=args.overwrite,
-                         on_warning=_warn, model=args.model, engine=args.engine, entropy=args.entropy)
+                         on_warning=_warn, model=args.model, engine=args.engine, entropy=args.entropy,
+                         flat_quality=args.flat_quality)
     print(f"encoded {stats.summary()}", file=sys.stderr)
 
 

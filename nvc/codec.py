@@ -36,7 +36,8 @@ from nvc.container import (END_OF_STREAM, ChromaLocation, ColorRange, ColorSpace
                            FramePacket, FrameType, StreamHeader, SynthesisEngine, read_packets)
 from nvc.errors import NvcError
 from nvc.frames import YUVFrame, chroma_size
-from nvc.gop import DEFAULT_INTRA_PERIOD, ReferenceBuffer, check_intra_period, frame_type, next_intra
+from nvc.gop import (DEFAULT_INTRA_PERIOD, QualitySchedule, ReferenceBuffer, check_intra_period, frame_type, next_intra,
+                     quality_schedule as default_quality_schedule)
 from nvc.model import Reconstruction, VideoModel, load_shipped
 from nvc.runtime import keep_freed_memory
 
@@ -163,13 +164,16 @@ class Encoder:
                  quality: int = DEFAULT_QUALITY, model: str = DEFAULT_MODEL, device: str = "cpu",
                  colorspace: str = "unknown", intra_period: int = DEFAULT_INTRA_PERIOD, color_range: str = "unknown",
                  chroma_location: str = "unknown", sar: Fraction | tuple[int, int] | None = None,
-                 engine: str = DEFAULT_ENGINE, entropy: str = DEFAULT_ENTROPY):
+                 engine: str = DEFAULT_ENGINE, entropy: str = DEFAULT_ENTROPY,
+                 quality_schedule: QualitySchedule | None = None):
         """`colorspace` (bt709, bt601), `color_range` (tv, pc), `chroma_location` (left, center) and
         `sar` (sample aspect ratio) describe the source; they go into the header, "unknown" or None
         when not known. `engine` runs synthesis (`ENGINES`: "torch" the fp32 reference, "int8" =
         `DEFAULT_INT8_ENGINE`, "openvino", "onnxruntime") and `entropy` the entropy parameters
         ("float", "integer"), here and in every decoder of the file (the header records both);
-        other than torch and float for lean-mc-yuv420-v2 only."""
+        other than torch and float for lean-mc-yuv420-v2 only. `quality_schedule` sets each frame's
+        level around `quality` (`nvc.gop.QualitySchedule`; default: the model's, `FLAT_QUALITY`
+        codes every frame at `quality`)."""
         if width <= 0 or height <= 0:
             raise NvcError(f"invalid frame size {width}x{height}")
         check_intra_period(intra_period)
@@ -189,6 +193,7 @@ class Encoder:
                                    _enum_by_name(ColorRange, color_range), _enum_by_name(ChromaLocation, chroma_location),
                                    header_sar(sar), synthesis=self.engine, entropy_params=self.entropy,
                                    synthesis_id=synthesis_id)
+        self.quality_schedule = quality_schedule or default_quality_schedule(entry.name)
         self._references = ReferenceBuffer()
         self.frames_written = 0
         self.bytes_written = 0
@@ -226,9 +231,10 @@ class Encoder:
         kind = frame_type(index, h.intra_period)
         x = frame_to_tensor(frame, self.device)
         ref = None if kind == FrameType.I else self._references.reference_for(index)
-        streams, rec = frame_model(self.model, kind).compress(x, ref, h.quality)
+        quality = self.quality_schedule.level(index, h.intra_period, h.quality, self.model.config.quality_levels)
+        streams, rec = frame_model(self.model, kind).compress(x, ref, quality)
         self._references.put(index, rec)
-        packet = FramePacket(kind, h.quality, index, tuple(streams)).to_bytes()
+        packet = FramePacket(kind, quality, index, tuple(streams)).to_bytes()
         self._file.write(packet)
         self.frames_written += 1
         self.bytes_written += len(packet)

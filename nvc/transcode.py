@@ -26,6 +26,7 @@ from nvc.codec import (DEFAULT_INTRA_PERIOD, DEFAULT_MODEL, DEFAULT_QUALITY, Enc
                        resolve_device)
 from nvc.errors import NvcError  # noqa: E402
 from nvc.frames import YUVFrame  # noqa: E402
+from nvc.gop import FLAT_QUALITY  # noqa: E402
 from nvc.metrics import FramePSNR, frame_psnr  # noqa: E402
 from nvc.output import open_writer  # noqa: E402
 from nvc.video import VideoSource  # noqa: E402
@@ -100,11 +101,11 @@ def encode_video(source: str | Path, output: str | Path, quality: int = DEFAULT_
                  device: str = "cpu", size: tuple[int, int] | None = None, fps: Fraction | None = None,
                  progress: bool = True, keep: bool = False, intra_period: int = DEFAULT_INTRA_PERIOD, *,
                  model: str = DEFAULT_MODEL, overwrite: bool | None = True, on_warning=None,
-                 engine: str | None = None, entropy: str | None = None) -> EncodeStats:
+                 engine: str | None = None, entropy: str | None = None, flat_quality: bool = False) -> EncodeStats:
     """Encode `source` ("-": Y4M on stdin) to `output` ("-": stdout). What the source loses (bit
     depth, chroma, interlacing) is told to `on_warning(message)`, else raised as a `UserWarning`.
     `engine`, `entropy`: the synthesis engine and entropy parameters of a v2 model (`nvc.codec.Encoder`;
-    None: its defaults)."""
+    None: its defaults); `flat_quality`: every frame at `quality`, not the model's quality schedule."""
     if frames is not None and frames < 1:
         raise NvcError(f"--frames must be at least 1, got {frames}")
     check_output(output, [source], overwrite)
@@ -118,7 +119,8 @@ def encode_video(source: str | Path, output: str | Path, quality: int = DEFAULT_
                           device=device, colorspace=info.colorspace, intra_period=intra_period,
                           color_range=info.color_range, chroma_location=info.chroma_location, sar=info.sar,
                           **({"engine": engine} if engine is not None else {}),
-                          **({"entropy": entropy} if entropy is not None else {}))
+                          **({"entropy": entropy} if entropy is not None else {}),
+                          **({"quality_schedule": FLAT_QUALITY} if flat_quality else {}))
         try:
             load_seconds = time.perf_counter() - loading
             psnr, kept, seconds = _encode_frames(encoder, src, frames, progress, keep)

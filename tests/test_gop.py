@@ -7,8 +7,8 @@ import torch
 import nvc
 from nvc.cli import main
 from nvc.codec import frame_to_tensor, tensor_to_frame
-from nvc.container import FrameType
-from nvc.gop import frame_type
+from nvc.container import FrameType, StreamHeader, read_packets
+from nvc.gop import FLAT_QUALITY, QualitySchedule, frame_type
 from nvc.metrics import frame_psnr
 from nvc.video import read_frames
 
@@ -24,9 +24,10 @@ def frames(carphone):
 
 @pytest.fixture(scope="module")
 def gop_file(tmp_path_factory, frames):
-    """7 real frames, intra period 3: I P P I P P I."""
+    """7 real frames, intra period 3: I P P I P P I, all at one level."""
     path = tmp_path_factory.mktemp("gop") / "gop.nvc"
-    with nvc.open(path, "w", width=176, height=144, fps=30, quality=2, intra_period=3) as enc:
+    with nvc.open(path, "w", width=176, height=144, fps=30, quality=2, intra_period=3,
+                  quality_schedule=FLAT_QUALITY) as enc:
         encoded = [enc.encode(f) for f in frames]
     return path, encoded
 
@@ -46,6 +47,29 @@ def test_p_frames_decode_bit_for_bit(gop_file, frames):
     assert len(decoded) == 7
     assert all(frames_equal(e.reconstruction, d) for e, d in zip(encoded, decoded))
     assert all(frame_psnr(s, d).yuv > 28 for s, d in zip(frames, decoded))
+
+
+def test_quality_schedule_raises_i_frames_and_every_periodth_p_frame():
+    schedule = QualitySchedule(intra=3, period=4, periodic=1)
+    assert [schedule.level(i, 8, 2, 8) for i in range(10)] == [5, 2, 2, 2, 3, 2, 2, 2, 5, 2]
+    assert [schedule.level(i, 8, 6, 8) for i in range(5)] == [7, 6, 6, 6, 7]  # capped at the last level
+    assert [schedule.level(i, -1, 1, 8) for i in range(9)] == [4, 1, 1, 1, 2, 1, 1, 1, 2]
+    assert [schedule.level(i, 1, 2, 8) for i in range(3)] == [2, 2, 2]  # all intra: no frame to favour
+    assert all(FLAT_QUALITY.level(i, 8, 3, 8) == 3 for i in range(10))
+
+
+@pytest.mark.parametrize("schedule", [QualitySchedule(intra=3, period=4, periodic=1), FLAT_QUALITY])
+def test_packets_carry_their_level_and_decode_exactly(tmp_path, frames, schedule):
+    """The decoder follows each packet's level, whatever schedule the encoder used."""
+    path = tmp_path / "s.nvc"
+    with nvc.Encoder(path, 176, 144, fps=30, quality=2, intra_period=8, quality_schedule=schedule) as enc:
+        encoded = [enc.encode(f) for f in frames[:6]]
+    with open(path, "rb") as f:
+        levels = [p.quality for p in read_packets(f, StreamHeader.read(f))]
+    assert levels == [schedule.level(i, 8, 2, 8) for i in range(6)]
+    with nvc.open(path) as f:
+        assert f.header.quality == 2
+        assert all(frames_equal(e.reconstruction, d) for e, d in zip(encoded, f))
 
 
 def test_p_frames_cost_fewer_bits_than_i_frames(gop_file):

@@ -2,6 +2,8 @@
 
     # the multi-step entropy model against the same model with S = 1 (every symbol from the base prior)
     python -m tools.rd_check --steps-ablation --json results/v2-steps-ablation.json CLIP...
+    # the encoder's quality schedule (`nvc.gop.QualitySchedule`) against every frame at one level
+    python -m tools.rd_check --frames 32 --schedule-ablation CLIP...
     # held-out BD-rate against x265 for every training snapshot (does more training help?)
     python -m tools.rd_check --checkpoints runs/v2-snap/*.pt --plot results/v2-progress.png --json ... CLIP...
 
@@ -29,7 +31,7 @@ from nvc.codec import frame_to_tensor, tensor_to_frame
 from nvc.container import FramePacket, FrameType, StreamHeader
 from nvc.evaluation.bjontegaard import bd_psnr, bd_rate
 from nvc.evaluation.codecs import X265Codec
-from nvc.gop import frame_type
+from nvc.gop import FLAT_QUALITY, QualitySchedule, frame_type, quality_schedule
 from nvc.lean_model import LeanVideoModel
 from nvc.metrics import frame_psnr
 from nvc.model import load_shipped, update_entropy_tables
@@ -41,17 +43,20 @@ from tools.training import load_model_state
 V2 = "lean-mc-yuv420-v2"
 
 
-def code_clip(model, frames, quality: int, intra_period: int, steps: int | None = None) -> dict:
-    """One RD point: bpp, PSNR-YUV, the byte split and the skipped share of the latent symbols."""
+def code_clip(model, frames, quality: int, intra_period: int, steps: int | None = None,
+              schedule: QualitySchedule = quality_schedule(V2)) -> dict:
+    """One RD point: bpp, PSNR-YUV, the byte split and the skipped share of the latent symbols; each
+    frame at the level `schedule` gives it, as `nvc.Encoder` codes it."""
     h, w = frames[0].height, frames[0].width
     total = len(StreamHeader(3, bytes(16), w, h, 25, 1, 0, len(frames), intra_period, quality).to_bytes()) + 4
     split, stats, psnrs, ref = {}, {}, [], None
     for i, f in enumerate(frames):
         kind = frame_type(i, intra_period)
         frame_model = model.intra if kind == FrameType.I else model.inter
-        streams, ref = frame_model.compress(frame_to_tensor(f), None if kind == FrameType.I else ref, quality,
+        level = schedule.level(i, intra_period, quality, model.config.quality_levels)
+        streams, ref = frame_model.compress(frame_to_tensor(f), None if kind == FrameType.I else ref, level,
                                             steps=steps, stats=stats)
-        total += len(FramePacket(kind, quality, i, tuple(streams)).to_bytes())
+        total += len(FramePacket(kind, level, i, tuple(streams)).to_bytes())
         for s in streams:
             key = f"{kind.name}-{s.kind.name.lower()}"
             split[key] = split.get(key, 0) + len(s.data)
@@ -100,6 +105,8 @@ def main(argv=None) -> None:
     ap.add_argument("--qps", type=int, nargs="+", default=[27, 32, 37, 42, 47], help="x265 QPs")
     ap.add_argument("--preset", default="medium", help="x265 preset of the anchor")
     ap.add_argument("--steps-ablation", action="store_true", help="also code with S = 1 and report the BD-rate gain")
+    ap.add_argument("--schedule-ablation", action="store_true",
+                    help="also code every frame at the same level (no quality schedule) and report the BD-rate gain")
     ap.add_argument("--checkpoints", type=Path, nargs="+", help="training checkpoints to measure (default: shipped)")
     ap.add_argument("--plot", type=Path, help="with --checkpoints: BD-rate vs training step, as PNG")
     ap.add_argument("--json", type=Path)
@@ -120,10 +127,14 @@ def main(argv=None) -> None:
             if args.steps_ablation:
                 single = [code_clip(model, frames, q, args.intra_period, steps=1) for q in args.qualities]
                 row |= {"curve_one_step": single, "bd_rate_multistep_vs_one_step": bd(single, curve)}
+            if args.schedule_ablation:
+                flat = [code_clip(model, frames, q, args.intra_period, schedule=FLAT_QUALITY) for q in args.qualities]
+                row |= {"curve_flat_quality": flat, "bd_rate_schedule_vs_flat": bd(flat, curve)}
             entry["models"][label] = row
             print(f"{name} {label}: BD-rate vs x265-{args.preset} {row['bd_rate_vs_x265']:+.1f} %, "
                   f"BD-PSNR {row['bd_psnr_vs_x265']:+.2f} dB"
-                  + (f", multi-step vs S=1 {row['bd_rate_multistep_vs_one_step']:+.1f} %" if args.steps_ablation else ""))
+                  + (f", multi-step vs S=1 {row['bd_rate_multistep_vs_one_step']:+.1f} %" if args.steps_ablation else "")
+                  + (f", quality schedule vs flat {row['bd_rate_schedule_vs_flat']:+.1f} %" if args.schedule_ablation else ""))
             for p in curve:
                 print(f"  q{p['quality']}: {p['bpp']:.4f} bpp {p['psnr_yuv']:.2f} dB, skipped {p['skipped_share']:.1%}, "
                       + ", ".join(f"{k} {v}" for k, v in sorted(p["split"].items())))
