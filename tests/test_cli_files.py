@@ -345,3 +345,20 @@ def test_encode_with_integer_entropy_parameters(tmp_path, capsys, tiny_y4m):
                  "--model", "tcm-yuv420-v1", "-q"]) == 1
     assert "only lean-mc-yuv420-v2 has them" in capsys.readouterr().err
     assert not (tmp_path / "v1.nvc").exists()
+
+
+def test_flat_quality_codes_every_frame_at_the_level_asked_for(tmp_path, capsys, tiny_y4m):
+    """By default v2's I-frame goes 3 levels above --quality (nvc.gop.QualitySchedule); --flat-quality
+    keeps every packet at --quality. Both decode."""
+    from nvc.container import StreamHeader, read_packets
+
+    levels = {}
+    for flag in ([], ["--flat-quality"]):
+        out = tmp_path / f"q{len(flag)}.nvc"
+        assert main(["encode", str(tiny_y4m), "-o", str(out), "--quality", "2", "-q", *flag]) == 0
+        with open(out, "rb") as f:
+            header = StreamHeader.read(f)
+            levels[bool(flag)] = [p.quality for p in read_packets(f, header)]
+        assert header.quality == 2
+        assert main(["decode", str(out), "-f", "null", "-q"]) == 0
+    assert levels == {False: [5, 2], True: [2, 2]}
