@@ -20,7 +20,7 @@ import builtins
 import hashlib
 import os
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from fractions import Fraction
 from typing import BinaryIO, Iterator
@@ -36,8 +36,8 @@ from nvc.container import (END_OF_STREAM, ChromaLocation, ColorRange, ColorSpace
                            FramePacket, FrameType, StreamHeader, SynthesisEngine, read_packets)
 from nvc.errors import NvcError
 from nvc.frames import YUVFrame, chroma_size
-from nvc.gop import (DEFAULT_INTRA_PERIOD, QualitySchedule, ReferenceBuffer, check_intra_period, frame_type, next_intra,
-                     quality_schedule as default_quality_schedule)
+from nvc.gop import (DEFAULT_INTRA_PERIOD, FLAT_QUALITY, QualitySchedule, ReferenceBuffer, check_intra_period, frame_type,
+                     next_intra, quality_schedule as default_quality_schedule)
 from nvc.model import Reconstruction, VideoModel, load_shipped
 from nvc.runtime import keep_freed_memory
 
@@ -305,6 +305,21 @@ def header_sar(sar: Fraction | tuple[int, int] | None) -> tuple[int, int]:
     if value.numerator > 0xFFFF or value.denominator > 0xFFFF:
         value = value.limit_denominator(0xFFFF)
     return (value.numerator, value.denominator) if 0 < value.numerator <= 0xFFFF else (0, 0)
+
+
+def encoder_settings(model: str, intra_period: int) -> dict:
+    """The encoder's choices that change a stream but not the weights or the format: the quality
+    schedule where it is not flat, and v2's dead zones. `nvc eval` records them with each point, so
+    that a point coded with other choices is measured again."""
+    settings = {}
+    schedule = default_quality_schedule(model)
+    if schedule != FLAT_QUALITY and intra_period != 1:
+        settings["quality_schedule"] = asdict(schedule)
+    if model == "lean-mc-yuv420-v2":
+        from nvc.lean_model import INTER_DEADZONE, INTRA_DEADZONE
+
+        settings["deadzone"] = [INTRA_DEADZONE, INTER_DEADZONE]
+    return settings
 
 
 def frame_model(model, kind: FrameType):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -101,16 +101,13 @@ class NvcCodec(Codec):
         load_shipped(entry_by_name(self.model), self.device)
 
     def settings(self, point: int, intra_period: int) -> dict:
-        """Includes the weights' hash and the encoder's quality schedule where it is not flat: a point
-        measured with other weights or another schedule is stale."""
-        from nvc.gop import FLAT_QUALITY, quality_schedule
+        """Includes the weights' hash and the encoder's choices (`nvc.codec.encoder_settings`): a point
+        measured with other weights or other choices is stale."""
+        from nvc.codec import encoder_settings
 
-        settings = {"model": self.model, "quality": point, "intra_period": self.intra_period(intra_period),
-                    "device": self.device, "weights": weights_hash(entry_by_name(self.model).weights_path).hex()}
-        schedule = quality_schedule(self.model)
-        if schedule != FLAT_QUALITY and self.intra_period(intra_period) != 1:
-            settings["quality_schedule"] = asdict(schedule)
-        return settings
+        return {"model": self.model, "quality": point, "intra_period": self.intra_period(intra_period),
+                "device": self.device, "weights": weights_hash(entry_by_name(self.model).weights_path).hex(),
+                **encoder_settings(self.model, self.intra_period(intra_period))}
 
     def encode(self, frames, fps, point, intra_period, path) -> None:
         from nvc.codec import Encoder
