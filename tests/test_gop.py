@@ -149,3 +149,13 @@ def test_next_i_frame_recovers_with_conceal(tmp_path, gop_file, capsys):
     assert main(["decode", str(bad), "-o", str(out), "--conceal", "-q"]) == 0
     assert "warning: CRC mismatch in frame 1" in capsys.readouterr().err
     assert len(read_frames(out)) == 7
+
+
+def test_eval_points_record_the_encoders_choices():
+    """nvc eval measures a point again when the encoder's choices change; v1's points keep their settings."""
+    from nvc.codec import encoder_settings
+
+    v2 = encoder_settings("lean-mc-yuv420-v2", 32)
+    assert v2["quality_schedule"] == {"intra": 3, "period": 4, "periodic": 1} and len(v2["deadzone"]) == 2
+    assert "quality_schedule" not in encoder_settings("lean-mc-yuv420-v2", 1)
+    assert encoder_settings("tcm-yuv420-v1", 32) == {}
