@@ -11,29 +11,44 @@ comes from, as H.264's median prediction and HEVC's merge candidates do:
     EXPLICIT -1 the median plus a coded residual (x, y)
 
 The encoder takes the first of MEDIAN, LEFT, TOP, CORNER, ZERO that equals the vector, else
-EXPLICIT. Smooth fields are mostly MEDIAN (under a bit a block), and a vector that continues a
-neighbour across a motion edge costs a few bits instead of a residual. Mode symbols and residuals are
-sparse and heavy-tailed, so both are coded under a zero-inflated two-sided geometric distribution,
-P(0) = p0 and P(+-k) = (1 - p0) (1 - t) t^(k-1) / 2, from a fixed family of 16 x 8 (p0, t) pairs:
-the encoder picks, per frame, the member that gives the fewest bits for the modes and for each
-residual component, and writes its index in one byte. Residual values beyond +-64 take the coder's
-escape. The integer CDF tables are built once (`update()`), stored with the weights, and used by
-both sides, as CompressAI's are (the tables of the previous left-difference format, unchanged).
+EXPLICIT. Smooth fields are mostly MEDIAN, and a vector that continues a neighbour across a
+motion edge costs a few bits instead of a residual. A field that the search made of 2^g x 2^g
+groups of equal vectors (32x32 blocks at the lowest quality levels) is coded on that coarser grid,
+one vector per group. Each mode is coded with a fixed table chosen by its context, the classes of
+its left and top neighbours' modes (none, EXPLICIT, MEDIAN, another merge: 16 contexts), as CABAC
+chooses its context from the neighbours' flags (Marpe et al., IEEE TCSVT 2003); the tables were
+counted on the training clips (`python -m tools.fit_motion_contexts`). Residuals are sparse and
+heavy-tailed: each component is coded under a zero-inflated two-sided geometric distribution,
+P(0) = p0 and P(+-k) = (1 - p0) (1 - t) t^(k-1) / 2, from a fixed family of 16 x 8 (p0, t) pairs;
+the encoder picks, per frame, the member that gives the fewest bits and writes its index in one
+byte. Residual values beyond +-64 take the coder's escape. The integer CDF tables of the family are
+built once (`update()`), stored with the weights, and used by both sides, as CompressAI's are; the
+mode tables are integers computed exactly from the counts below.
 
 Stream:
     zero field:   0xFF 0xFF
-    otherwise:    index_x u8, index_y u8   residual table per component; 0xFF: that component's
+    otherwise:    0xFE                     format marker
+                  grid u8                  g: the field is coded one vector per 2^g x 2^g blocks
+                  index_x u8, index_y u8   residual table per component; 0xFF: that component's
                                            residuals are all zero and not coded
-                  index_modes u8, LEB128 length of the mode substream
-                  rANS substream of the H x W mode symbols
+                  LEB128 length of the mode substream
+                  rANS substream of the ceil(H / 2^g) x ceil(W / 2^g) mode symbols, in raster order
                   rANS substream of the residuals (the coded components in turn, explicit blocks in
                   raster order)
 
-Decoding is two vectorised rANS substreams, then one raster pass that rebuilds the vectors
-(`field_from_modes`, done in C++ by `nvc.entropy.native.motion_field` when the extension is built).
+The first format (before the marker; still decoded) coded every 16x16 block's mode under one
+geometric family member per frame: index_x, index_y, index_modes u8, LEB128 length, then the
+same two substreams. On the training clips the contexts take 21-26 % off the mode bits and the
+coarse grid halves the stream at the lowest levels.
+
+Decoding is the mode substream (sequential: a mode's table depends on the modes before it; in C++
+by `nvc.entropy.native.decode_modes`), the residual substream, then one raster pass that rebuilds
+the vectors (`field_from_modes`, in C++ by `nvc.entropy.native.motion_field`).
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
@@ -44,13 +59,35 @@ from nvc.entropy import coder, native
 from nvc.errors import NvcError
 
 ALL_ZERO = 0xFF
+FORMAT_MARKER = 0xFE  # the first format started with a residual table index (< 128) or ALL_ZERO
+MAX_GRID = 3  # coded grids of 16x16 .. 128x128 blocks
 RANGE = 64  # differences in [-RANGE, RANGE] are in the tables; others escape
 P_ZERO = np.linspace(0.05, 0.995, 16)
 DECAY = np.linspace(0.3, 0.95, 8)
 PRECISION = 16
 MEDIAN, LEFT, TOP, CORNER, ZERO, EXPLICIT = 0, 1, 2, 3, -2, -1
 _MERGE_ORDER = (MEDIAN, LEFT, TOP, CORNER, ZERO)  # the encoder takes the first that matches
-
+# How often each mode (ZERO, EXPLICIT, MEDIAN, LEFT, TOP, CORNER: values -2..3) follows each context
+# 4 * class(left) + class(top), class 0 no neighbour, 1 EXPLICIT, 2 MEDIAN, 3 another merge; counted
+# by `python -m tools.fit_motion_contexts` (17 frames a clip) on the training clips (both grids together).
+MODE_COUNTS = (
+    (1, 192, 418, 1, 1, 1),
+    (56, 1080, 1968, 1, 1, 107),
+    (205, 1886, 14076, 1, 1, 348),
+    (20, 138, 576, 1, 1, 6),
+    (371, 2052, 3792, 1, 1, 1),
+    (69, 3806, 3747, 3882, 768, 138),
+    (358, 10146, 12467, 40591, 275, 565),
+    (80, 2604, 2915, 8576, 356, 126),
+    (787, 4020, 22325, 1, 1, 1),
+    (302, 6785, 45331, 3635, 4123, 350),
+    (2265, 29737, 867626, 16000, 404, 3973),
+    (246, 5019, 108109, 799, 2004, 590),
+    (1, 114, 1039, 1, 1, 1),
+    (159, 4625, 12985, 3091, 1233, 160),
+    (1277, 23609, 35732, 44196, 881, 1764),
+    (139, 4064, 6882, 7223, 849, 208),
+)
 
 def field_differences(mv: np.ndarray) -> np.ndarray:
     """(2, H, W) int -> differences from the left neighbour (first column: from the one above): the
@@ -152,6 +189,75 @@ def field_from_modes(modes: np.ndarray, residuals: np.ndarray) -> np.ndarray:
     return mv
 
 
+def mode_contexts(modes: np.ndarray) -> np.ndarray:
+    """(H, W) modes -> the context of each, 4 * class(left) + class(top) (see MODE_COUNTS)."""
+    cls = np.where(modes == EXPLICIT, 1, np.where(modes == MEDIAN, 2, 3)).astype(np.int32)
+    context = np.zeros_like(cls)
+    context[:, 1:] += 4 * cls[:, :-1]
+    context[1:, :] += cls[:-1, :]
+    return context
+
+
+def _quantized_cdf(counts) -> list[int]:
+    """A 16-bit CDF over the counted values and an escape (frequency 1), in integers only: every
+    value gets at least one slot and the largest takes the rounding remainder."""
+    slots = (1 << PRECISION) - 1 - len(counts)
+    freqs = [1 + c * slots // sum(counts) for c in counts]
+    freqs[int(np.argmax(counts))] += (1 << PRECISION) - 1 - sum(freqs)
+    return [0] + np.cumsum(freqs + [1]).tolist()
+
+
+@functools.cache
+def mode_tables() -> coder.CdfTables:
+    """One CDF row per context, over the modes ZERO..CORNER (offset ZERO) and an escape."""
+    rows = [_quantized_cdf(c) for c in MODE_COUNTS]
+    return coder.CdfTables(rows, [len(r) for r in rows], [ZERO] * len(rows))
+
+
+def decode_modes(data: bytes, h: int, w: int) -> np.ndarray:
+    """The (h, w) modes of a mode substream: each decoded with the table of its context."""
+    tables = mode_tables()
+    if h * w == 1:  # coded as two symbols (`coder.encode`); the first block's context is 0
+        return coder.decode(data, np.zeros(1, np.int32), tables).reshape(1, 1)
+    if tables.native is not None:
+        try:
+            return native.decode_modes(data, h, w, tables.native)
+        except ValueError as e:
+            raise NvcError(f"corrupt motion stream ({e})") from None
+    return decode_modes_python(data, h, w, tables)
+
+
+def decode_modes_python(data: bytes, h: int, w: int, tables: coder.CdfTables) -> np.ndarray:
+    """`decode_modes` without the native coder: CompressAI's rANS, one symbol at a time."""
+    if len(data) < 8:
+        raise NvcError("truncated motion stream")
+    from compressai.ans import RansDecoder
+
+    decoder, modes = RansDecoder(), np.zeros((h, w), np.int32)
+    decoder.set_stream(data)
+    cls = {EXPLICIT: 1, MEDIAN: 2}
+    for y in range(h):
+        for x in range(w):
+            context = 4 * cls.get(modes[y, x - 1], 3) * (x > 0) + cls.get(modes[y - 1, x], 3) * (y > 0)
+            modes[y, x] = decoder.decode_stream([int(context)], tables.cdfs, tables.lengths, tables.offsets)[0]
+    return modes
+
+
+def coded_grid(field: np.ndarray) -> int:
+    """The largest g <= MAX_GRID such that the (2, H, W) field is made of 2^g x 2^g groups of equal
+    vectors (the last row and column of groups may be cut)."""
+    for g in range(MAX_GRID, 0, -1):
+        if np.array_equal(expand_field(field[:, :: 1 << g, :: 1 << g], g, field.shape[1:]), field):
+            return g
+    return 0
+
+
+def expand_field(coarse: np.ndarray, grid: int, shape: tuple[int, int]) -> np.ndarray:
+    """The (2, H, W) field of a field coded one vector per 2^grid x 2^grid blocks."""
+    r = 1 << grid
+    return coarse.repeat(r, axis=1).repeat(r, axis=2)[:, : shape[0], : shape[1]]
+
+
 def _leb128(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -218,10 +324,12 @@ class MotionCoder(nn.Module):
 
     def encode(self, mv: torch.Tensor) -> bytes:
         """mv: (1, 2, H, W) int32 quarter-pel field -> stream bytes."""
-        modes, residuals = field_modes(mv[0].cpu().numpy())
+        field = mv[0].cpu().numpy()
+        grid = coded_grid(field)
+        modes, residuals = field_modes(np.ascontiguousarray(field[:, :: 1 << grid, :: 1 << grid]))
         if not residuals.any():  # no explicit vector: the field is zero
             return bytes([ALL_ZERO, ALL_ZERO])
-        head, symbols, indexes = bytearray(), [], []
+        head, symbols, indexes = bytearray([FORMAT_MARKER, grid]), [], []
         for comp in residuals.T:
             if not comp.any():
                 head.append(ALL_ZERO)
@@ -230,45 +338,62 @@ class MotionCoder(nn.Module):
             head.append(idx)
             symbols.append(comp.astype(np.int32))
             indexes.append(np.full(comp.size, idx, np.int32))
-        mode_idx = int(self._bits(modes).argmin())
-        mode_stream = coder.encode(modes.reshape(-1).astype(np.int32), np.full(modes.size, mode_idx, np.int32),
-                                   self._tables())
+        mode_stream = coder.encode(modes.reshape(-1).astype(np.int32), mode_contexts(modes).reshape(-1), mode_tables())
         residual_stream = coder.encode(np.concatenate(symbols), np.concatenate(indexes), self._tables())
-        return bytes(head) + bytes([mode_idx]) + _leb128(len(mode_stream)) + mode_stream + residual_stream
+        return bytes(head) + _leb128(len(mode_stream)) + mode_stream + residual_stream
 
     def decode(self, data: bytes, shape: tuple[int, int]) -> torch.Tensor:
-        """The field of `encode`, (1, 2, H, W) int32; malformed data raises NvcError."""
-        h, w = shape
+        """The field of `encode` (or of the first format), (1, 2, H, W) int32; malformed data raises
+        NvcError."""
         if len(data) < 2:
             raise NvcError("truncated motion stream")
-        n_tables = len(self._cdf_length)
-        head = data[:2]
-        if any(i != ALL_ZERO and i >= n_tables for i in head):
+        if data[0] != FORMAT_MARKER:
+            return self._decode_first_format(data, shape)
+        if len(data) < 5 or data[1] > MAX_GRID:
             raise NvcError("malformed motion stream")
-        coded = [c for c, i in enumerate(head) if i != ALL_ZERO]
+        grid, coded = data[1], self._coded_components(data[2:4])
+        if not coded:
+            raise NvcError("malformed motion stream")
+        length, pos = _read_leb128(data, 4)
+        if pos + length > len(data):
+            raise NvcError("truncated motion stream")
+        r = 1 << grid
+        modes = decode_modes(data[pos : pos + length], -(-shape[0] // r), -(-shape[1] // r))
+        field = self._field(modes, data[pos + length :], data[2:4], coded)
+        return torch.from_numpy(np.ascontiguousarray(expand_field(field, grid, shape), np.int32))[None]
+
+    def _decode_first_format(self, data: bytes, shape: tuple[int, int]) -> torch.Tensor:
+        h, w = shape
+        coded = self._coded_components(data[:2])
         if not coded:
             if len(data) > 2:
                 raise NvcError("malformed motion stream")
             return torch.zeros(1, 2, h, w, dtype=torch.int32)
-        if len(data) < 4 or data[2] >= n_tables:
+        if len(data) < 4 or data[2] >= len(self._cdf_length):
             raise NvcError("malformed motion stream")
         length, pos = _read_leb128(data, 3)
         if pos + length > len(data):
             raise NvcError("truncated motion stream")
-        tables = self._tables()
-        modes = coder.decode(data[pos : pos + length], np.full(h * w, data[2], np.int32), tables).reshape(h, w)
+        modes = coder.decode(data[pos : pos + length], np.full(h * w, data[2], np.int32), self._tables()).reshape(h, w)
+        return torch.from_numpy(self._field(modes, data[pos + length :], data[:2], coded).astype(np.int32, copy=False))[None]
+
+    def _coded_components(self, head: bytes) -> list[int]:
+        """The components (0: x, 1: y) whose residuals the stream codes, from their table indexes."""
+        if any(i != ALL_ZERO and i >= len(self._cdf_length) for i in head):
+            raise NvcError("malformed motion stream")
+        return [c for c, i in enumerate(head) if i != ALL_ZERO]
+
+    def _field(self, modes: np.ndarray, data: bytes, head: bytes, coded: list[int]) -> np.ndarray:
+        """The (2, H, W) field of decoded modes and the residual substream `data`."""
         explicit = int((modes == EXPLICIT).sum())
         if explicit == 0:
             raise NvcError("malformed motion stream (no explicit vector)")
         residuals = np.zeros((explicit, 2), np.int64)
-        values = coder.decode(data[pos + length :], np.concatenate([np.full(explicit, head[c], np.int32) for c in coded]),
-                              tables)
+        values = coder.decode(data, np.concatenate([np.full(explicit, head[c], np.int32) for c in coded]), self._tables())
         residuals[:, coded] = values.reshape(len(coded), explicit).T
         if native.available():  # the same rebuild in C++ (~0.03 ms instead of 10-30 at 720p)
             try:
-                mv = native.motion_field(modes, residuals)
+                return native.motion_field(modes, residuals)
             except ValueError as e:
                 raise NvcError(str(e)) from None
-        else:
-            mv = field_from_modes(modes, residuals)
-        return torch.from_numpy(mv.astype(np.int32, copy=False))[None]
+        return field_from_modes(modes, residuals)

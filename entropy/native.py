@@ -8,9 +8,10 @@ stream is [state low word, state high word, renormalisation words]; entropy/rans
 format in full. The decoder is stricter than CompressAI's: it also requires every word of a stream
 to be consumed and the final state to be the initial one, so most corrupt streams are detected.
 
-Two decoding loops that are not rANS run here too, without the GIL: `scale_indexes` (the table
-index of each symbol, as `torch.bucketize`) and `motion_field` (the merge-mode rebuild of
-`nvc.entropy.motion`).
+Three decoding loops run here too, without the GIL: `scale_indexes` (the table index of each
+symbol, as `torch.bucketize`), `decode_modes` (a motion field's merge modes, each coded with the
+CDF row of its neighbours' modes) and `motion_field` (the merge-mode rebuild); both of
+`nvc.entropy.motion`.
 
 Errors (corrupt or truncated streams, table indexes out of range, mismatched lengths, bad tables)
 raise ValueError; wrong dtypes or shapes raise TypeError.
@@ -101,3 +102,9 @@ def motion_field(modes: np.ndarray, residuals: np.ndarray) -> np.ndarray:
     modes = np.ascontiguousarray(modes, np.int32)
     out = _lib().motion_field(modes, np.ascontiguousarray(residuals, np.int32).reshape(-1, 2))
     return out.reshape(2, *modes.shape)
+
+
+def decode_modes(data: bytes, h: int, w: int, tables: NativeTables) -> np.ndarray:
+    """(h, w) merge modes coded in raster order, each with row 4 * class(left) + class(top) of
+    `tables` (`nvc.entropy.motion.mode_contexts`); ValueError if the stream is corrupt."""
+    return _lib().decode_modes(data, h, w, *tables._args()).reshape(h, w)

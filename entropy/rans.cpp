@@ -24,8 +24,8 @@
  * tables, an escape longer than 8 digits or a bad final state are errors (ValueError), never UB.
  * Coding runs without the GIL; the *_many functions code independent substreams on std::threads.
  *
- * Beside the coder, two decoding loops that are not rANS but too slow in Python (see "decoding
- * helpers" below): scale indexes (torch.bucketize) and the motion field's merge-mode rebuild.
+ * Beside the coder, decoding loops too slow in Python (see "decoding helpers" below): scale indexes
+ * (torch.bucketize), the motion field's merge-mode rebuild and its context-coded modes.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -105,52 +105,44 @@ inline uint32_t load32(const uint8_t* p) {
 
 const char* const kTruncated = "truncated or corrupt stream (read past the end)";
 
-std::string decode_stream(const Tables& t, const uint8_t* data, size_t nbytes, const int32_t* idx,
-                          size_t n, int32_t* out) {
-  if (n == 0) return nbytes ? "data for an empty substream" : "";
-  if (nbytes < 8 || nbytes % 4) return "truncated stream (length must be a multiple of 4, at least 8)";
-  const uint8_t* p = data + 8;
-  const uint8_t* const end = data + nbytes;
-  uint64_t x = load32(data) | static_cast<uint64_t>(load32(data + 4)) << 32;
-  const uint32_t* const cdfs = t.cdf.data();
-  const uint16_t* const buckets = t.bucket.data();
-  auto get_bits = [&](uint32_t& v) {
-    v = static_cast<uint32_t>(x) & kBypassMax;
-    x >>= kBypassBits;
-    if (x < kRansL) {
-      if (p == end) return false;
-      x = x << 32 | load32(p);
-      p += 4;
-    }
-    return true;
-  };
-  for (size_t i = 0; i < n; ++i) {
-    const uint32_t r = static_cast<uint32_t>(idx[i]);  // read once: the array may change under us
-    if (r >= t.rows) return "table index " + std::to_string(static_cast<int32_t>(r)) + " out of range";
-    const uint32_t* cdf = cdfs + static_cast<size_t>(r) * t.stride;
-    const uint32_t slot = static_cast<uint32_t>(x) & (kTotal - 1);
-    uint32_t s = buckets[static_cast<size_t>(r) << kBucketBits | slot >> kBucketShift];
+// The decoder's side of one substream: the state and the words still to read.
+class Reader {
+ public:
+  // "" or what is wrong with the stream's first 8 bytes.
+  std::string start(const uint8_t* data, size_t nbytes) {
+    if (nbytes < 8 || nbytes % 4) return "truncated stream (length must be a multiple of 4, at least 8)";
+    p_ = data + 8, end_ = data + nbytes;
+    x_ = load32(data) | static_cast<uint64_t>(load32(data + 4)) << 32;
+    return "";
+  }
+
+  // Decodes one symbol of row r into out; nullptr or the error.
+  const char* symbol(const Tables& t, uint32_t r, int32_t& out) {
+    if (r >= t.rows) return "table index out of range";
+    const uint32_t* cdf = t.cdf.data() + static_cast<size_t>(r) * t.stride;
+    const uint32_t slot = static_cast<uint32_t>(x_) & (kTotal - 1);
+    uint32_t s = t.bucket[static_cast<size_t>(r) << kBucketBits | slot >> kBucketShift];
     while (cdf[s + 1] <= slot) ++s;  // stops at the row's last entry (2^16) at the latest
     const uint32_t start = cdf[s];
-    x = (cdf[s + 1] - start) * (x >> kPrecision) + slot - start;
-    if (x < kRansL) {
-      if (p == end) return kTruncated;
-      x = x << 32 | load32(p);
-      p += 4;
+    x_ = (cdf[s + 1] - start) * (x_ >> kPrecision) + slot - start;
+    if (x_ < kRansL) {
+      if (p_ == end_) return kTruncated;
+      x_ = x_ << 32 | load32(p_);
+      p_ += 4;
     }
     int64_t value = s;
     if (static_cast<int32_t>(s) == t.escape[r]) {
       uint32_t v;
-      if (!get_bits(v)) return kTruncated;
+      if (!bits(v)) return kTruncated;
       uint32_t digits = v;
       while (v == kBypassMax && digits <= kMaxDigits) {
-        if (!get_bits(v)) return kTruncated;
+        if (!bits(v)) return kTruncated;
         digits += v;
       }
       if (digits > kMaxDigits) return "corrupt stream (escape too long)";
       uint64_t raw = 0;
       for (uint32_t j = 0; j < digits; ++j) {
-        if (!get_bits(v)) return kTruncated;
+        if (!bits(v)) return kTruncated;
         raw |= static_cast<uint64_t>(v) << (kBypassBits * j);
       }
       const int64_t half = static_cast<int64_t>(raw >> 1);
@@ -158,11 +150,46 @@ std::string decode_stream(const Tables& t, const uint8_t* data, size_t nbytes, c
       if (value + t.offset[r] < INT32_MIN || value + t.offset[r] > INT32_MAX)
         return "corrupt stream (escaped value out of int32 range)";
     }
-    out[i] = static_cast<int32_t>(value + t.offset[r]);
+    out = static_cast<int32_t>(value + t.offset[r]);
+    return nullptr;
   }
-  if (p != end) return "corrupt stream (data left after the last symbol)";
-  if (x != kRansL) return "corrupt stream (bad final state)";
-  return "";
+
+  // "" when every word was read and the state is back at its start, as after a whole stream.
+  std::string finish() const {
+    if (p_ != end_) return "corrupt stream (data left after the last symbol)";
+    if (x_ != kRansL) return "corrupt stream (bad final state)";
+    return "";
+  }
+
+ private:
+  bool bits(uint32_t& v) {  // one bypass digit
+    v = static_cast<uint32_t>(x_) & kBypassMax;
+    x_ >>= kBypassBits;
+    if (x_ < kRansL) {
+      if (p_ == end_) return false;
+      x_ = x_ << 32 | load32(p_);
+      p_ += 4;
+    }
+    return true;
+  }
+
+  const uint8_t* p_ = nullptr;
+  const uint8_t* end_ = nullptr;
+  uint64_t x_ = 0;
+};
+
+std::string decode_stream(const Tables& t, const uint8_t* data, size_t nbytes, const int32_t* idx,
+                          size_t n, int32_t* out) {
+  if (n == 0) return nbytes ? "data for an empty substream" : "";
+  Reader reader;
+  std::string error = reader.start(data, nbytes);
+  if (!error.empty()) return error;
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t r = static_cast<uint32_t>(idx[i]);  // read once: the array may change under us
+    if (r >= t.rows) return "table index " + std::to_string(static_cast<int32_t>(r)) + " out of range";
+    if (const char* e = reader.symbol(t, r, out[i])) return e;
+  }
+  return reader.finish();
 }
 
 // Codes n symbols into `words` (the finished stream, as 32-bit words).
@@ -435,9 +462,10 @@ PyObject* py_decode_many(PyObject*, PyObject* args) { return many(args, "OOOOO|i
 
 
 // ---------------------------------------------------------------- decoding helpers beside the coder
-// Two loops of the decoder that are too slow in Python and are not rANS: the scale index of every
-// symbol (torch.bucketize) and the raster rebuild of a motion field from its merge modes. Both
-// release the GIL, as the coder does, so they run beside synthesis in the pipelined decoder.
+// Loops of the decoder that are too slow in Python: the scale index of every symbol
+// (torch.bucketize), the raster rebuild of a motion field from its merge modes, and the decoding of
+// those modes, whose CDF rows depend on the modes before them. All release the GIL, as the coder
+// does, so they run beside synthesis in the pipelined decoder.
 
 // #{j : boundaries[j] < v} per value (torch.bucketize(v, boundaries), right=False); NaN -> n.
 PyObject* py_scale_indexes(PyObject*, PyObject* args) {
@@ -581,6 +609,62 @@ PyObject* py_motion_field(PyObject*, PyObject* args) {
   return arr;
 }
 
+// The merge modes of a motion field, coded in raster order each with the CDF row of its context:
+// 4 x class(left) + class(top), class 0 for a missing neighbour, 1 EXPLICIT, 2 MEDIAN, 3 any other
+// (entropy/motion.py, `mode_contexts`). Sequential: a block's row depends on the modes before it.
+inline uint32_t mode_class(int32_t m) { return m == kExplicit ? 1 : m == kMedian ? 2 : 3; }
+
+std::string decode_modes(const Tables& t, const uint8_t* data, size_t nbytes, size_t h, size_t w, int32_t* out) {
+  if (t.rows < 16) return "the mode tables need 16 rows";
+  Reader reader;
+  std::string error = reader.start(data, nbytes);
+  if (!error.empty()) return error;
+  for (size_t y = 0; y < h; ++y)
+    for (size_t x = 0; x < w; ++x) {
+      const size_t i = y * w + x;
+      const uint32_t left = x ? mode_class(out[i - 1]) : 0, top = y ? mode_class(out[i - w]) : 0;
+      if (const char* e = reader.symbol(t, 4 * left + top, out[i])) return e;
+    }
+  return reader.finish();
+}
+
+PyObject* py_decode_modes(PyObject*, PyObject* args) {
+  PyObject *d, *c, *l, *o;
+  Py_ssize_t h, w;
+  if (!PyArg_ParseTuple(args, "OnnOOO:decode_modes", &d, &h, &w, &c, &l, &o)) return nullptr;
+  if (h < 1 || w < 1 || h > (1 << 16) || w > (1 << 16)) {
+    PyErr_SetString(PyExc_ValueError, "field dimensions must be in [1, 65536]");
+    return nullptr;
+  }
+  Buffer data, out;
+  TableBuffers tb;
+  if (!data.get(d, PyBUF_SIMPLE) || !tb.get(c, l, o)) return nullptr;
+  PyObject* arr = new_int32_array(static_cast<size_t>(h * w));
+  if (!arr) return nullptr;
+  if (!out.get(arr, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)) {
+    Py_DECREF(arr);
+    return nullptr;
+  }
+  Tables t;
+  std::string error;
+  Py_BEGIN_ALLOW_THREADS
+  try {
+    error = tb.build(t);
+    if (error.empty())
+      error = decode_modes(t, static_cast<const uint8_t*>(data.view.buf), static_cast<size_t>(data.view.len),
+                           static_cast<size_t>(h), static_cast<size_t>(w), static_cast<int32_t*>(out.view.buf));
+  } catch (...) {
+    error = "out of memory";
+  }
+  Py_END_ALLOW_THREADS
+  if (!error.empty()) {
+    Py_DECREF(arr);
+    PyErr_SetString(PyExc_ValueError, error.c_str());
+    return nullptr;
+  }
+  return arr;
+}
+
 PyMethodDef methods[] = {
     {"encode", py_encode, METH_VARARGS,
      "encode(symbols, indexes, cdfs, lengths, offsets) -> bytes\n\n"
@@ -599,6 +683,9 @@ PyMethodDef methods[] = {
     {"motion_field", py_motion_field, METH_VARARGS,
      "motion_field(modes, residuals) -> numpy.ndarray[int32] (2*H*W,)\n\n"
      "The motion field of merge modes (H, W) and explicit residuals (N, 2), int32 (entropy/motion.py)."},
+    {"decode_modes", py_decode_modes, METH_VARARGS,
+     "decode_modes(data, h, w, cdfs, lengths, offsets) -> numpy.ndarray[int32] (h*w,)\n\n"
+     "Merge modes in raster order, each with the CDF row of its left and top neighbours' classes."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module = {PyModuleDef_HEAD_INIT, "nvc.entropy._rans",

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from nvc.entropy.motion import EXPLICIT, MEDIAN, MotionCoder, field_from_modes, field_modes
+from nvc.entropy import coder as rans
+from nvc.entropy import native
+from nvc.entropy.motion import (EXPLICIT, MEDIAN, MotionCoder, decode_modes_python, expand_field, field_from_modes,
+                                field_modes, mode_contexts, mode_tables)
 from nvc.errors import NvcError
 from nvc.models.motion import estimate_motion
 
@@ -40,7 +43,7 @@ def test_zero_field_costs_two_bytes_and_a_still_component_one(coder):
     mv = _smooth_field()
     mv[0, 1] = 0
     data = coder.encode(mv)
-    assert data[1] == 0xFF and torch.equal(coder.decode(data, (9, 13)), mv)
+    assert data[3] == 0xFF and torch.equal(coder.decode(data, (9, 13)), mv)
 
 
 def test_a_uniform_pan_is_nearly_free(coder):
@@ -82,6 +85,55 @@ def test_corrupt_streams_raise_nvc_error(coder):
         except NvcError:
             continue
         assert out.shape == (1, 2, 45, 80) and out.dtype == torch.int32
+
+
+# A field coded by the first format (every 16x16 block's mode under one geometric table; no format
+# marker), made by the coder of commit c924769: still decoded.
+FIRST_FORMAT = bytes.fromhex("07067008fe85ad356e6205009dd6d75908000000d9995e36")
+
+
+def test_first_format_still_decodes(coder):
+    mv = np.zeros((2, 5, 7), np.int32)
+    mv[:, :, 4:] = np.array([24, -8])[:, None, None]
+    mv[:, 2, 1], mv[:, 4, 6] = (5, -3), (-7, 2)
+    assert np.array_equal(coder.decode(FIRST_FORMAT, (5, 7))[0].numpy(), mv)
+    assert coder.encode(torch.from_numpy(mv)[None])[0] == 0xFE  # new streams carry the marker
+
+
+def test_a_field_of_equal_groups_is_coded_on_its_grid(coder):
+    """The 32x32 search's field (2x2 groups of equal vectors, the last cut) codes as its 5x7 groups:
+    the same stream as the coarse field itself but for the grid byte."""
+    small = _smooth_field(5, 7)
+    big = torch.from_numpy(np.ascontiguousarray(expand_field(small[0].numpy(), 1, (9, 13))))[None]
+    data = coder.encode(big)
+    assert data[1] == 1 and data[2:] == coder.encode(small)[2:]
+    assert torch.equal(coder.decode(data, (9, 13)), big)
+    pan = torch.tensor([7, -3], dtype=torch.int32)[None, :, None, None].expand(1, 2, 45, 80).contiguous()
+    data = coder.encode(pan)
+    assert data[1] == 3 and torch.equal(coder.decode(data, (45, 80)), pan)  # 6x10 groups of 8x8 blocks
+    with pytest.raises(NvcError, match="malformed"):
+        coder.decode(data[:1] + b"\x04" + data[2:], (45, 80))  # grid 4: outside the format
+
+
+def test_mode_tables_are_exact():
+    for cdf, length in zip(mode_tables().cdfs, mode_tables().lengths):
+        assert length == 8 and cdf[0] == 0 and cdf[-1] == 1 << 16 and cdf[-1] - cdf[-2] == 1  # escape: one slot
+        assert all(b > a for a, b in zip(cdf, cdf[1:]))
+
+
+@pytest.mark.parametrize("shape", [(1, 2), (2, 1), (3, 5), (45, 80)])
+def test_native_mode_decoding_is_the_python_one(shape):
+    """Context-coded modes: the native sequential decoder and CompressAI's, one symbol at a time."""
+    if not native.available():
+        pytest.skip(native.unavailable_reason())
+    rng = np.random.default_rng(shape[0] * 100 + shape[1])
+    modes = rng.choice([-2, -1, 0, 1, 2, 3], size=shape, p=[0.05, 0.2, 0.5, 0.1, 0.1, 0.05]).astype(np.int32)
+    tables = mode_tables()
+    data = rans.encode(modes.reshape(-1), mode_contexts(modes).reshape(-1), tables)
+    assert np.array_equal(native.decode_modes(data, *shape, tables.native), modes)
+    assert np.array_equal(decode_modes_python(data, *shape, tables), modes)
+    with pytest.raises(ValueError):
+        native.decode_modes(data[:-4], *shape, tables.native)
 
 
 def test_search_keeps_a_pan_free_to_code(coder):
