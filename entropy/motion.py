@@ -27,8 +27,8 @@ mode tables are integers computed exactly from the counts below.
 
 Stream:
     zero field:   0xFF 0xFF
-    otherwise:    0xFE                     format marker
-                  grid u8                  g: the field is coded one vector per 2^g x 2^g blocks
+    otherwise:    0xF8 | g u8              format marker and grid: the field is coded one vector
+                                           per 2^g x 2^g blocks (g <= 3)
                   index_x u8, index_y u8   residual table per component; 0xFF: that component's
                                            residuals are all zero and not coded
                   LEB128 length of the mode substream
@@ -59,7 +59,7 @@ from nvc.entropy import coder, native
 from nvc.errors import NvcError
 
 ALL_ZERO = 0xFF
-FORMAT_MARKER = 0xFE  # the first format started with a residual table index (< 128) or ALL_ZERO
+FORMAT_MARKER = 0xF8  # | grid; the first format started with a residual table index (< 128) or ALL_ZERO
 MAX_GRID = 3  # coded grids of 16x16 .. 128x128 blocks
 RANGE = 64  # differences in [-RANGE, RANGE] are in the tables; others escape
 P_ZERO = np.linspace(0.05, 0.995, 16)
@@ -329,7 +329,7 @@ class MotionCoder(nn.Module):
         modes, residuals = field_modes(np.ascontiguousarray(field[:, :: 1 << grid, :: 1 << grid]))
         if not residuals.any():  # no explicit vector: the field is zero
             return bytes([ALL_ZERO, ALL_ZERO])
-        head, symbols, indexes = bytearray([FORMAT_MARKER, grid]), [], []
+        head, symbols, indexes = bytearray([FORMAT_MARKER | grid]), [], []
         for comp in residuals.T:
             if not comp.any():
                 head.append(ALL_ZERO)
@@ -347,19 +347,19 @@ class MotionCoder(nn.Module):
         NvcError."""
         if len(data) < 2:
             raise NvcError("truncated motion stream")
-        if data[0] != FORMAT_MARKER:
+        if data[0] & ~MAX_GRID != FORMAT_MARKER:
             return self._decode_first_format(data, shape)
-        if len(data) < 5 or data[1] > MAX_GRID:
+        if len(data) < 4:
             raise NvcError("malformed motion stream")
-        grid, coded = data[1], self._coded_components(data[2:4])
+        grid, coded = data[0] & MAX_GRID, self._coded_components(data[1:3])
         if not coded:
             raise NvcError("malformed motion stream")
-        length, pos = _read_leb128(data, 4)
+        length, pos = _read_leb128(data, 3)
         if pos + length > len(data):
             raise NvcError("truncated motion stream")
         r = 1 << grid
         modes = decode_modes(data[pos : pos + length], -(-shape[0] // r), -(-shape[1] // r))
-        field = self._field(modes, data[pos + length :], data[2:4], coded)
+        field = self._field(modes, data[pos + length :], data[1:3], coded)
         return torch.from_numpy(np.ascontiguousarray(expand_field(field, grid, shape), np.int32))[None]
 
     def _decode_first_format(self, data: bytes, shape: tuple[int, int]) -> torch.Tensor:

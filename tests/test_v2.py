@@ -139,13 +139,13 @@ def test_motion_coder_round_trip_and_errors():
     mv = torch.from_numpy(rng.integers(-300, 300, (1, 2, 5, 7)).astype(np.int32))
     mv[0, 1] = 0
     data = coder.encode(mv)
-    assert data[3] == 0xFF  # an all-zero component costs one byte
+    assert data[2] == 0xFF  # an all-zero component costs one byte
     assert torch.equal(coder.decode(data, (5, 7)), mv)
     assert coder.encode(torch.zeros(1, 2, 5, 7, dtype=torch.int32)) == b"\xff\xff"
     d = field_differences(mv[0].numpy())
     assert np.array_equal(field_from_differences(d), mv[0].numpy())
-    for bad in (b"", b"\x01", bytes([200, 200]) + data[2:], b"\xff\xff\x00", data[:2] + bytes([200]) + data[3:],
-                data[:5]):
+    for bad in (b"", b"\x01", bytes([200, 200]) + data[2:], b"\xff\xff\x00", data[:1] + bytes([200]) + data[2:],
+                data[:4], bytes([0xFC]) + data[1:]):
         with pytest.raises(NvcError):
             coder.decode(bad, (5, 7))
 
