@@ -308,17 +308,19 @@ def header_sar(sar: Fraction | tuple[int, int] | None) -> tuple[int, int]:
 
 
 def encoder_settings(model: str, intra_period: int) -> dict:
-    """The encoder's choices that change a stream but not the weights or the format: the quality
-    schedule where it is not flat, and v2's dead zones. `nvc eval` records them with each point, so
-    that a point coded with other choices is measured again."""
+    """What changes a stream but not the weights: the quality schedule where it is not flat, v2's
+    dead zones and the format of its motion streams. `nvc eval` records them with each point, so
+    that a point coded otherwise is measured again."""
     settings = {}
     schedule = default_quality_schedule(model)
     if schedule != FLAT_QUALITY and intra_period != 1:
         settings["quality_schedule"] = asdict(schedule)
     if model == "lean-mc-yuv420-v2":
+        from nvc.entropy.motion import FORMAT_MARKER
         from nvc.lean_model import INTER_DEADZONE, INTRA_DEADZONE
 
         settings["deadzone"] = [INTRA_DEADZONE, INTER_DEADZONE]
+        settings["motion_format"] = FORMAT_MARKER
     return settings
 
 
