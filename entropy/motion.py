@@ -89,6 +89,7 @@ MODE_COUNTS = (
     (139, 4064, 6882, 7223, 849, 208),
 )
 
+
 def field_differences(mv: np.ndarray) -> np.ndarray:
     """(2, H, W) int -> differences from the left neighbour (first column: from the one above): the
     predictor of the first motion format, kept as a reference point for the merge coding's gain."""
