@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
+from nvc.gop import QualitySchedule, quality_schedule
 from nvc.lean_model import LeanVideoModel
 from nvc.models.lean import BLOCK, BLOCK_SAMPLES, LeanConfig
 from nvc.models.registry import entry_by_name
@@ -41,20 +42,29 @@ V2_MODEL = "lean-mc-yuv420-v2"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
 
 
+def frame_levels(quality: torch.Tensor, length: int, schedule: QualitySchedule, levels: int) -> torch.Tensor:
+    """(T, B) quality level of every frame of runs that start a GOP, under the encoder's `schedule`."""
+    return torch.stack([torch.tensor([schedule.level(t, -1, int(q), levels) for q in quality.tolist()])
+                        for t in range(length)]).to(quality.device)
+
+
 def sequence_loss(model: LeanVideoModel, x: torch.Tensor, quality: torch.Tensor, p_rate_weight: float = 1.0,
                   train_intra: bool = True):
-    """x: (B, T, 6, h, w). Returns the loss and (I bpp, P bpp, I psnr, P psnr) for logging.
+    """x: (B, T, 6, h, w); quality: (B,) one level per run, or (T, B) one per frame (each frame's
+    distortion weighted by its own level's lambda). Returns the loss and (I bpp, P bpp, I psnr,
+    P psnr) for logging.
 
     `p_rate_weight` < 1 discounts the rate of P-frames (a warm-up that keeps the P-model from
     collapsing to "never code a latent" while its references are still poor); `train_intra=False`
     codes frame 0 without gradients (P-model fine-tuning)."""
-    lmbda = torch.tensor(model.config.lambdas, device=x.device)[quality]
+    levels = quality if quality.dim() == 2 else quality.expand(x.size(1), -1)
+    lmbda = torch.tensor(model.config.lambdas, device=x.device)[levels]  # (T, B)
     with torch.set_grad_enabled(train_intra and torch.is_grad_enabled()):
-        out = model.intra(x[:, 0], quality)
+        out = model.intra(x[:, 0], levels[0])
     bpps, mses = [rate_bpp(out, x[:, 0])], [yuv_mse(out.x_hat, x[:, 0])]
     ref_x, ref_y = out.x_hat.clamp(0, 1), out.y_hat
     for t in range(1, x.size(1)):
-        out = model.inter(x[:, t], ref_x, ref_y, quality)
+        out = model.inter(x[:, t], ref_x, ref_y, levels[t])
         bpps.append(rate_bpp(out, x[:, t]))
         mses.append(yuv_mse(out.x_hat, x[:, t]))
         ref_x, ref_y = out.x_hat.clamp(0, 1), out.y_hat
@@ -185,6 +195,9 @@ def main(argv=None) -> None:
                     help="restart the P-frame model as a copy of the I-frame model (after a collapse to zero latents)")
     ap.add_argument("--p-rate-warmup", type=int, default=0,
                     help="steps over which the P-frame rate weight rises from 0.1 to 1 (from the first step of this run)")
+    ap.add_argument("--quality-schedule", action="store_true",
+                    help="code each run's frames at the levels the encoder's schedule gives them (nvc.gop: I-frame "
+                         "and every 4th P-frame above the run's level) instead of all at the run's level")
     ap.set_defaults(patch=256)
     args = ap.parse_args(argv)
 
@@ -254,6 +267,8 @@ def main(argv=None) -> None:
         model.train()
         x = sampler.batch(args.batch).to(device)
         quality = torch.randint(0, model.config.quality_levels, (x.size(0),), device=device)
+        if args.quality_schedule:
+            quality = frame_levels(quality, x.size(1), quality_schedule(V2_MODEL), model.config.quality_levels)
         warm = min(1.0, 0.1 + 0.9 * (step - first_step) / args.p_rate_warmup) if args.p_rate_warmup else 1.0
         loss, logged = sequence_loss(model, x, quality, p_rate_weight=warm, train_intra=not args.inter_only)
         training.update(model, opt, aux_opt, loss, aux_loss, _average_gradients if distributed else None)
