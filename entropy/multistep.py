@@ -15,6 +15,12 @@ both sides set them to their mean. Everything that decides the symbols comes fro
 hyper-latent and the decoded motion, never from pixels, so entropy decoding of frame t+1 can run
 while frame t is synthesised. With `steps=1` every symbol uses params_0: the same model without the
 multi-step context (what the BD-rate gain of the context is measured against).
+
+Each step's symbols are coded as up to K substreams (`LeanConfig.substreams`, channel groups) that
+a decoder may decode in parallel; a step whose K substreams would total under SPLIT_MIN_BYTES is
+coded as one instead (an encoder choice the packet's stream list shows): every rANS substream ends
+with its 8-byte state, padded to whole 32-bit words, and a packet names each substream, which at
+the lowest rates of small frames is a tenth of the bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ from torch import nn
 from nvc.entropy import bottleneck, coder
 from nvc.entropy.hyperprior import single_threaded
 from nvc.models.lean import HyperAnalysis, HyperSynthesis, LeanConfig, act, conv1, conv3
+
+
+SPLIT_MIN_BYTES = 4096
 
 
 def deadzone_round(r: torch.Tensor, deadzone: float) -> torch.Tensor:
@@ -174,18 +183,18 @@ class MultiStepLatentCodec(nn.Module):
 
     # ---------------------------------------------------------------- coding
 
-    def _plan(self, steps: int, c: int, h: int, w: int) -> list["StepPlan"]:
+    def _plan(self, steps: int, c: int, h: int, w: int, parts: int | None = None) -> list["StepPlan"]:
         """The schedule as flat positions (cached per shape): for each step, the positions it decodes
-        in C order (channel-major, as `tensor[mask]` orders them) and the span of each of its K
-        substreams: its channels split into K contiguous groups (`torch.chunk`)."""
-        key = (steps, c, h, w)
+        in C order (channel-major, as `tensor[mask]` orders them) and the span of each of its
+        `parts` substreams (default K): its channels split into contiguous groups (`torch.chunk`)."""
+        key = (steps, c, h, w, parts or self.substreams)
         if key not in self._plans:
             plans = []
             for mask in step_masks(steps, c, h, w):
                 channels = torch.nonzero(mask.flatten(1).any(1)).flatten()
                 positions = torch.nonzero(mask.flatten()).flatten()
                 per_channel = mask.flatten(1).sum(1)
-                ends = [int(per_channel[: int(g[-1]) + 1].sum()) for g in channels.chunk(self.substreams)]
+                ends = [int(per_channel[: int(g[-1]) + 1].sum()) for g in channels.chunk(key[-1])]
                 spans = list(zip([0] + ends[:-1], ends))
                 plans.append(StepPlan(positions, spans))
             self._plans[key] = plans
@@ -229,7 +238,10 @@ class MultiStepLatentCodec(nn.Module):
                 stats["symbols"] = stats.get("symbols", 0) + pos.numel()
                 stats["coded"] = stats.get("coded", 0) + int(coded.sum())
             symbols, indexes, coded = symbols.int().cpu().numpy(), indexes.cpu().numpy(), coded.cpu().numpy()
-            out.append([coder.encode(symbols[a:b][coded[a:b]], indexes[a:b][coded[a:b]], tables) for a, b in plan.spans])
+            parts = [coder.encode(symbols[a:b][coded[a:b]], indexes[a:b][coded[a:b]], tables) for a, b in plan.spans]
+            if len(parts) > 1 and sum(map(len, parts)) < SPLIT_MIN_BYTES:  # one substream: no flush per part
+                parts = [coder.encode(symbols[coded], indexes[coded], tables)]
+            out.append(parts)
         return z_stream, out, y_hat
 
     @torch.no_grad()
@@ -238,14 +250,15 @@ class MultiStepLatentCodec(nn.Module):
         """Rebuild y_hat (1, C, H, W) from the streams; `len(y_streams)` is the number of steps."""
         c, h, w = latent_shape
         steps = len(y_streams)
-        if steps not in (1, self.steps) or any(len(s) != self.substreams for s in y_streams):
-            raise ValueError(f"expected {self.steps} steps of {self.substreams} substreams")
+        if steps not in (1, self.steps) or any(not 1 <= len(s) <= self.substreams for s in y_streams):
+            raise ValueError(f"expected {self.steps} steps of 1 to {self.substreams} substreams")
         z_hat = bottleneck.decode(self.z_codec, z_stream, (1, self.z_codec.channels, h // 4, w // 4), self._z_tables)
         tables = self.tables
         y_hat = torch.zeros(1, c, h, w, device=z_hat.device)
         base = self.coding_base(z_hat, prior)
-        for s, plan in enumerate(self._plan(steps, c, h, w)):
-            if len(plan.spans) != len(y_streams[s]):
+        for s in range(steps):
+            plan = self._plan(steps, c, h, w, len(y_streams[s]))[s]
+            if len(plan.spans) != len(y_streams[s]):  # fewer channels in the step than substreams
                 raise ValueError(f"expected {len(plan.spans)} substreams in step {s}")
             pos = plan.positions.to(y_hat.device)
             means, indexes = self.coding_parameters(s, steps, base, y_hat, pos)

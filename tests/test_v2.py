@@ -14,6 +14,7 @@ import nvc
 from nvc.codec import frame_to_tensor
 from nvc.container import FrameType, StreamKind
 from nvc.entropy.motion import MotionCoder, field_differences, field_from_differences
+from nvc.entropy import multistep
 from nvc.entropy.multistep import deadzone_round, step_masks
 from nvc.errors import NvcError
 from nvc.model import load_shipped
@@ -64,7 +65,11 @@ def test_step_masks_partition_the_latent():
         assert torch.equal(masks.sum(0), torch.ones(8, 4, 6, dtype=torch.long))
 
 
-def test_i_and_p_frames_decode_bit_for_bit(model, clip):
+@pytest.mark.parametrize("split_min_bytes", [multistep.SPLIT_MIN_BYTES, 0])
+def test_i_and_p_frames_decode_bit_for_bit(model, clip, monkeypatch, split_min_bytes):
+    """With each step in one substream (small frames, the default) and in K (what large ones get)."""
+    monkeypatch.setattr(multistep, "SPLIT_MIN_BYTES", split_min_bytes)
+    parts = 1 if split_min_bytes else model.config.substreams
     h, w = clip[0].shape[-2] * 2, clip[0].shape[-1] * 2
     ref_enc = ref_dec = None
     for i, x in enumerate(clip):
@@ -73,7 +78,7 @@ def test_i_and_p_frames_decode_bit_for_bit(model, clip):
         kinds = [s.kind for s in streams]
         assert kinds.count(StreamKind.MOTION) == (i > 0) and kinds.count(StreamKind.HYPER) == 1
         steps = model.config.intra_steps if i == 0 else model.config.inter_steps
-        assert kinds.count(StreamKind.LATENT) == steps * model.config.substreams
+        assert kinds.count(StreamKind.LATENT) == steps * parts
         dec = frame_model.decompress(streams, ref_dec, h, w, 3)
         assert torch.equal(dec.x_hat, rec.x_hat) and torch.equal(dec.y_hat, rec.y_hat)
         ref_enc, ref_dec = rec, dec
@@ -83,7 +88,7 @@ def test_one_step_schedule_decodes_too(model, clip):
     """S = 1 (every symbol from the base parameters): what the multi-step gain is measured against."""
     h, w = clip[0].shape[-2] * 2, clip[0].shape[-1] * 2
     streams, rec = model.intra.compress(clip[0], None, 3, steps=1)
-    assert sum(s.kind == StreamKind.LATENT for s in streams) == model.config.substreams
+    assert sum(s.kind == StreamKind.LATENT for s in streams) == 1  # a small frame: one substream
     assert torch.equal(model.intra.decompress(streams, None, h, w, 3).x_hat, rec.x_hat)
 
 
