@@ -31,19 +31,17 @@ Stream:
                                            per 2^g x 2^g blocks (g <= 3)
                   index_x u8, index_y u8   residual table per component; 0xFF: that component's
                                            residuals are all zero and not coded
-                  LEB128 length of the mode substream
-                  rANS substream of the ceil(H / 2^g) x ceil(W / 2^g) mode symbols, in raster order
-                  rANS substream of the residuals (the coded components in turn, explicit blocks in
-                  raster order)
+                  one rANS substream: the ceil(H / 2^g) x ceil(W / 2^g) modes in raster order, then
+                  the residuals (the coded components in turn, explicit blocks in raster order)
 
 The first format (before the marker; still decoded) coded every 16x16 block's mode under one
-geometric family member per frame: index_x, index_y, index_modes u8, LEB128 length, then the
-same two substreams. On the training clips the contexts take 21-26 % off the mode bits and the
-coarse grid halves the stream at the lowest levels.
+geometric family member per frame: index_x, index_y, index_modes u8, the LEB128 length of the
+mode substream, the modes, then the residuals in a substream of their own. On the training clips the
+contexts take 21-26 % off the mode bits, and the coarse grid halves the stream at the lowest levels.
 
-Decoding is the mode substream (sequential: a mode's table depends on the modes before it; in C++
-by `nvc.entropy.native.decode_modes`), the residual substream, then one raster pass that rebuilds
-the vectors (`field_from_modes`, in C++ by `nvc.entropy.native.motion_field`).
+Decoding is one pass over the substream (sequential: a mode's table depends on the modes before
+it; in C++ by `nvc.entropy.native.decode_motion`), then one raster pass that rebuilds the vectors
+(`field_from_modes`, in C++ by `nvc.entropy.native.motion_field`).
 """
 
 from __future__ import annotations
@@ -61,6 +59,7 @@ from nvc.errors import NvcError
 ALL_ZERO = 0xFF
 FORMAT_MARKER = 0xF8  # | grid; the first format started with a residual table index (< 128) or ALL_ZERO
 MAX_GRID = 3  # coded grids of 16x16 .. 128x128 blocks
+MODE_ROWS = 16  # a stream's table rows: the mode contexts, then the residual family (MODE_ROWS + index)
 RANGE = 64  # differences in [-RANGE, RANGE] are in the tables; others escape
 P_ZERO = np.linspace(0.05, 0.995, 16)
 DECAY = np.linspace(0.3, 0.95, 8)
@@ -215,21 +214,9 @@ def mode_tables() -> coder.CdfTables:
     return coder.CdfTables(rows, [len(r) for r in rows], [ZERO] * len(rows))
 
 
-def decode_modes(data: bytes, h: int, w: int) -> np.ndarray:
-    """The (h, w) modes of a mode substream: each decoded with the table of its context."""
-    tables = mode_tables()
-    if h * w == 1:  # coded as two symbols (`coder.encode`); the first block's context is 0
-        return coder.decode(data, np.zeros(1, np.int32), tables).reshape(1, 1)
-    if tables.native is not None:
-        try:
-            return native.decode_modes(data, h, w, tables.native)
-        except ValueError as e:
-            raise NvcError(f"corrupt motion stream ({e})") from None
-    return decode_modes_python(data, h, w, tables)
-
-
-def decode_modes_python(data: bytes, h: int, w: int, tables: coder.CdfTables) -> np.ndarray:
-    """`decode_modes` without the native coder: CompressAI's rANS, one symbol at a time."""
+def decode_motion_python(data: bytes, h: int, w: int, res_rows: list[int], tables: coder.CdfTables) -> np.ndarray:
+    """`nvc.entropy.native.decode_motion` without the extension: CompressAI's rANS decoder, the
+    modes one symbol at a time."""
     if len(data) < 8:
         raise NvcError("truncated motion stream")
     from compressai.ans import RansDecoder
@@ -241,7 +228,11 @@ def decode_modes_python(data: bytes, h: int, w: int, tables: coder.CdfTables) ->
         for x in range(w):
             context = 4 * cls.get(modes[y, x - 1], 3) * (x > 0) + cls.get(modes[y - 1, x], 3) * (y > 0)
             modes[y, x] = decoder.decode_stream([int(context)], tables.cdfs, tables.lengths, tables.offsets)[0]
-    return modes
+    n = int((modes == EXPLICIT).sum())
+    if n == 0:
+        raise NvcError("malformed motion stream (no explicit vector)")
+    values = [decoder.decode_stream([r] * n, tables.cdfs, tables.lengths, tables.offsets) for r in res_rows]
+    return np.concatenate([modes.reshape(-1)] + [np.asarray(v, np.int32) for v in values])
 
 
 def coded_grid(field: np.ndarray) -> int:
@@ -257,15 +248,6 @@ def expand_field(coarse: np.ndarray, grid: int, shape: tuple[int, int]) -> np.nd
     """The (2, H, W) field of a field coded one vector per 2^grid x 2^grid blocks."""
     r = 1 << grid
     return coarse.repeat(r, axis=1).repeat(r, axis=2)[:, : shape[0], : shape[1]]
-
-
-def _leb128(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
 
 
 def _read_leb128(data: bytes, pos: int) -> tuple[int, int]:
@@ -303,6 +285,7 @@ class MotionCoder(nn.Module):
         self.register_buffer("_cdf_length", torch.zeros(n, dtype=torch.int32))
         self.register_buffer("_offset", torch.zeros(n, dtype=torch.int32))
         self._tables_cache = coder.TableCache()
+        self._motion_tables_of: tuple | None = None  # (residual tables, mode + residual tables)
 
     def update(self) -> None:
         pmfs = _pmfs()
@@ -330,7 +313,8 @@ class MotionCoder(nn.Module):
         modes, residuals = field_modes(np.ascontiguousarray(field[:, :: 1 << grid, :: 1 << grid]))
         if not residuals.any():  # no explicit vector: the field is zero
             return bytes([ALL_ZERO, ALL_ZERO])
-        head, symbols, indexes = bytearray([FORMAT_MARKER | grid]), [], []
+        head = bytearray([FORMAT_MARKER | grid])
+        symbols, indexes = [modes.reshape(-1).astype(np.int32)], [mode_contexts(modes).reshape(-1)]
         for comp in residuals.T:
             if not comp.any():
                 head.append(ALL_ZERO)
@@ -338,10 +322,8 @@ class MotionCoder(nn.Module):
             idx = int(self._bits(comp).argmin())
             head.append(idx)
             symbols.append(comp.astype(np.int32))
-            indexes.append(np.full(comp.size, idx, np.int32))
-        mode_stream = coder.encode(modes.reshape(-1).astype(np.int32), mode_contexts(modes).reshape(-1), mode_tables())
-        residual_stream = coder.encode(np.concatenate(symbols), np.concatenate(indexes), self._tables())
-        return bytes(head) + _leb128(len(mode_stream)) + mode_stream + residual_stream
+            indexes.append(np.full(comp.size, MODE_ROWS + idx, np.int32))
+        return bytes(head) + coder.encode(np.concatenate(symbols), np.concatenate(indexes), self._motion_tables())
 
     def decode(self, data: bytes, shape: tuple[int, int]) -> torch.Tensor:
         """The field of `encode` (or of the first format), (1, 2, H, W) int32; malformed data raises
@@ -350,17 +332,23 @@ class MotionCoder(nn.Module):
             raise NvcError("truncated motion stream")
         if data[0] & ~MAX_GRID != FORMAT_MARKER:
             return self._decode_first_format(data, shape)
-        if len(data) < 4:
-            raise NvcError("malformed motion stream")
         grid, coded = data[0] & MAX_GRID, self._coded_components(data[1:3])
-        if not coded:
+        if len(data) < 3 or not coded:
             raise NvcError("malformed motion stream")
-        length, pos = _read_leb128(data, 3)
-        if pos + length > len(data):
-            raise NvcError("truncated motion stream")
-        r = 1 << grid
-        modes = decode_modes(data[pos : pos + length], -(-shape[0] // r), -(-shape[1] // r))
-        field = self._field(modes, data[pos + length :], data[1:3], coded)
+        h, w = (-(-n // (1 << grid)) for n in shape)
+        rows = [MODE_ROWS + data[1 + c] for c in coded]
+        tables = self._motion_tables()
+        if tables.native is not None:
+            try:
+                out = native.decode_motion(data[3:], h, w, rows, tables.native)
+            except ValueError as e:
+                raise NvcError(f"corrupt motion stream ({e})") from None
+        else:
+            out = decode_motion_python(data[3:], h, w, rows, tables)
+        modes = out[: h * w].reshape(h, w)
+        residuals = np.zeros(((len(out) - h * w) // len(coded), 2), np.int64)
+        residuals[:, coded] = out[h * w :].reshape(len(coded), -1).T
+        field = self._field(modes, residuals)
         return torch.from_numpy(np.ascontiguousarray(expand_field(field, grid, shape), np.int32))[None]
 
     def _decode_first_format(self, data: bytes, shape: tuple[int, int]) -> torch.Tensor:
@@ -376,7 +364,14 @@ class MotionCoder(nn.Module):
         if pos + length > len(data):
             raise NvcError("truncated motion stream")
         modes = coder.decode(data[pos : pos + length], np.full(h * w, data[2], np.int32), self._tables()).reshape(h, w)
-        return torch.from_numpy(self._field(modes, data[pos + length :], data[:2], coded).astype(np.int32, copy=False))[None]
+        explicit = int((modes == EXPLICIT).sum())
+        if explicit == 0:
+            raise NvcError("malformed motion stream (no explicit vector)")
+        residuals = np.zeros((explicit, 2), np.int64)
+        values = coder.decode(data[pos + length :], np.concatenate([np.full(explicit, data[c], np.int32) for c in coded]),
+                              self._tables())
+        residuals[:, coded] = values.reshape(len(coded), explicit).T
+        return torch.from_numpy(self._field(modes, residuals).astype(np.int32, copy=False))[None]
 
     def _coded_components(self, head: bytes) -> list[int]:
         """The components (0: x, 1: y) whose residuals the stream codes, from their table indexes."""
@@ -384,14 +379,18 @@ class MotionCoder(nn.Module):
             raise NvcError("malformed motion stream")
         return [c for c, i in enumerate(head) if i != ALL_ZERO]
 
-    def _field(self, modes: np.ndarray, data: bytes, head: bytes, coded: list[int]) -> np.ndarray:
-        """The (2, H, W) field of decoded modes and the residual substream `data`."""
-        explicit = int((modes == EXPLICIT).sum())
-        if explicit == 0:
-            raise NvcError("malformed motion stream (no explicit vector)")
-        residuals = np.zeros((explicit, 2), np.int64)
-        values = coder.decode(data, np.concatenate([np.full(explicit, head[c], np.int32) for c in coded]), self._tables())
-        residuals[:, coded] = values.reshape(len(coded), explicit).T
+    def _motion_tables(self) -> coder.CdfTables:
+        """The rows a stream codes with: the MODE_ROWS mode contexts, then the residual family."""
+        family = self._tables()
+        if self._motion_tables_of is None or self._motion_tables_of[0] is not family:
+            modes = mode_tables()
+            self._motion_tables_of = (family, coder.CdfTables(modes.cdfs + family.cdfs, modes.lengths + family.lengths,
+                                                              modes.offsets + family.offsets))
+        return self._motion_tables_of[1]
+
+    @staticmethod
+    def _field(modes: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+        """The (2, H, W) field of decoded modes and the residuals (N, 2) of their EXPLICIT blocks."""
         if native.available():  # the same rebuild in C++ (~0.03 ms instead of 10-30 at 720p)
             try:
                 return native.motion_field(modes, residuals)

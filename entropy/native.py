@@ -9,9 +9,9 @@ format in full. The decoder is stricter than CompressAI's: it also requires ever
 to be consumed and the final state to be the initial one, so most corrupt streams are detected.
 
 Three decoding loops run here too, without the GIL: `scale_indexes` (the table index of each
-symbol, as `torch.bucketize`), `decode_modes` (a motion field's merge modes, each coded with the
-CDF row of its neighbours' modes) and `motion_field` (the merge-mode rebuild); both of
-`nvc.entropy.motion`.
+symbol, as `torch.bucketize`), `decode_motion` (a motion stream's merge modes, each coded with
+the CDF row of its neighbours' modes, and residuals) and `motion_field` (the merge-mode rebuild);
+both of `nvc.entropy.motion`.
 
 Errors (corrupt or truncated streams, table indexes out of range, mismatched lengths, bad tables)
 raise ValueError; wrong dtypes or shapes raise TypeError.
@@ -104,7 +104,8 @@ def motion_field(modes: np.ndarray, residuals: np.ndarray) -> np.ndarray:
     return out.reshape(2, *modes.shape)
 
 
-def decode_modes(data: bytes, h: int, w: int, tables: NativeTables) -> np.ndarray:
-    """(h, w) merge modes coded in raster order, each with row 4 * class(left) + class(top) of
-    `tables` (`nvc.entropy.motion.mode_contexts`); ValueError if the stream is corrupt."""
-    return _lib().decode_modes(data, h, w, *tables._args()).reshape(h, w)
+def decode_motion(data: bytes, h: int, w: int, res_rows: list[int], tables: NativeTables) -> np.ndarray:
+    """A motion stream's symbols (`nvc.entropy.motion`): h*w merge modes coded in raster order, each
+    with row 4 * class(left) + class(top) of `tables`, then one residual per EXPLICIT block for each
+    row of `res_rows`; int32, modes first. ValueError if the stream is corrupt."""
+    return _lib().decode_motion(data, h, w, _i32(res_rows), *tables._args())

@@ -25,7 +25,7 @@
  * Coding runs without the GIL; the *_many functions code independent substreams on std::threads.
  *
  * Beside the coder, decoding loops too slow in Python (see "decoding helpers" below): scale indexes
- * (torch.bucketize), the motion field's merge-mode rebuild and its context-coded modes.
+ * (torch.bucketize), the motion field's merge-mode rebuild and its context-coded symbols.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -464,7 +464,7 @@ PyObject* py_decode_many(PyObject*, PyObject* args) { return many(args, "OOOOO|i
 // ---------------------------------------------------------------- decoding helpers beside the coder
 // Loops of the decoder that are too slow in Python: the scale index of every symbol
 // (torch.bucketize), the raster rebuild of a motion field from its merge modes, and the decoding of
-// those modes, whose CDF rows depend on the modes before them. All release the GIL, as the coder
+// a motion stream, whose CDF rows depend on the modes before them. All release the GIL, as the coder
 // does, so they run beside synthesis in the pipelined decoder.
 
 // #{j : boundaries[j] < v} per value (torch.bucketize(v, boundaries), right=False); NaN -> n.
@@ -609,59 +609,76 @@ PyObject* py_motion_field(PyObject*, PyObject* args) {
   return arr;
 }
 
-// The merge modes of a motion field, coded in raster order each with the CDF row of its context:
-// 4 x class(left) + class(top), class 0 for a missing neighbour, 1 EXPLICIT, 2 MEDIAN, 3 any other
-// (entropy/motion.py, `mode_contexts`). Sequential: a block's row depends on the modes before it.
+// The symbols of a motion stream (entropy/motion.py): the merge modes in raster order, each with
+// CDF row 4 x class(left) + class(top) (class 0 for a missing neighbour, 1 EXPLICIT, 2 MEDIAN, 3 any
+// other; `mode_contexts`), then for each coded residual component (row res_rows[c]) one value per
+// EXPLICIT block. Sequential: a mode's row depends on the modes before it. out: h*w modes, then the
+// residuals, component by component; returns the number of EXPLICIT blocks through n_explicit.
 inline uint32_t mode_class(int32_t m) { return m == kExplicit ? 1 : m == kMedian ? 2 : 3; }
 
-std::string decode_modes(const Tables& t, const uint8_t* data, size_t nbytes, size_t h, size_t w, int32_t* out) {
-  if (t.rows < 16) return "the mode tables need 16 rows";
+std::string decode_motion(const Tables& t, const uint8_t* data, size_t nbytes, size_t h, size_t w,
+                          const std::vector<uint32_t>& res_rows, std::vector<int32_t>& out) {
+  if (t.rows < 16) return "the motion tables need 16 mode rows";
   Reader reader;
   std::string error = reader.start(data, nbytes);
   if (!error.empty()) return error;
+  out.assign(h * w, 0);
+  size_t explicit_blocks = 0;
   for (size_t y = 0; y < h; ++y)
     for (size_t x = 0; x < w; ++x) {
       const size_t i = y * w + x;
       const uint32_t left = x ? mode_class(out[i - 1]) : 0, top = y ? mode_class(out[i - w]) : 0;
       if (const char* e = reader.symbol(t, 4 * left + top, out[i])) return e;
+      explicit_blocks += out[i] == kExplicit;
     }
+  if (explicit_blocks == 0) return "no explicit vector";
+  out.resize(h * w + explicit_blocks * res_rows.size());
+  int32_t* res = out.data() + h * w;
+  for (const uint32_t row : res_rows)
+    for (size_t i = 0; i < explicit_blocks; ++i, ++res)
+      if (const char* e = reader.symbol(t, row, *res)) return e;
   return reader.finish();
 }
 
-PyObject* py_decode_modes(PyObject*, PyObject* args) {
-  PyObject *d, *c, *l, *o;
+PyObject* py_decode_motion(PyObject*, PyObject* args) {
+  PyObject *d, *rr, *c, *l, *o;
   Py_ssize_t h, w;
-  if (!PyArg_ParseTuple(args, "OnnOOO:decode_modes", &d, &h, &w, &c, &l, &o)) return nullptr;
+  if (!PyArg_ParseTuple(args, "OnnOOOO:decode_motion", &d, &h, &w, &rr, &c, &l, &o)) return nullptr;
   if (h < 1 || w < 1 || h > (1 << 16) || w > (1 << 16)) {
     PyErr_SetString(PyExc_ValueError, "field dimensions must be in [1, 65536]");
     return nullptr;
   }
-  Buffer data, out;
+  Buffer data, rows;
   TableBuffers tb;
-  if (!data.get(d, PyBUF_SIMPLE) || !tb.get(c, l, o)) return nullptr;
-  PyObject* arr = new_int32_array(static_cast<size_t>(h * w));
-  if (!arr) return nullptr;
-  if (!out.get(arr, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)) {
-    Py_DECREF(arr);
-    return nullptr;
-  }
+  if (!data.get(d, PyBUF_SIMPLE) || !rows.get_int32(rr, 1, "res_rows") || !tb.get(c, l, o)) return nullptr;
+  std::vector<uint32_t> res_rows(rows.i32(), rows.i32() + rows.size());
   Tables t;
+  std::vector<int32_t> out;
   std::string error;
   Py_BEGIN_ALLOW_THREADS
   try {
     error = tb.build(t);
+    for (const uint32_t r : res_rows)
+      if (error.empty() && r >= t.rows) error = "residual row out of range";
     if (error.empty())
-      error = decode_modes(t, static_cast<const uint8_t*>(data.view.buf), static_cast<size_t>(data.view.len),
-                           static_cast<size_t>(h), static_cast<size_t>(w), static_cast<int32_t*>(out.view.buf));
+      error = decode_motion(t, static_cast<const uint8_t*>(data.view.buf), static_cast<size_t>(data.view.len),
+                            static_cast<size_t>(h), static_cast<size_t>(w), res_rows, out);
   } catch (...) {
     error = "out of memory";
   }
   Py_END_ALLOW_THREADS
   if (!error.empty()) {
-    Py_DECREF(arr);
     PyErr_SetString(PyExc_ValueError, error.c_str());
     return nullptr;
   }
+  PyObject* arr = new_int32_array(out.size());
+  Buffer view;
+  if (!arr) return nullptr;
+  if (!view.get(arr, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS)) {
+    Py_DECREF(arr);
+    return nullptr;
+  }
+  std::memcpy(view.view.buf, out.data(), out.size() * sizeof(int32_t));
   return arr;
 }
 
@@ -683,9 +700,10 @@ PyMethodDef methods[] = {
     {"motion_field", py_motion_field, METH_VARARGS,
      "motion_field(modes, residuals) -> numpy.ndarray[int32] (2*H*W,)\n\n"
      "The motion field of merge modes (H, W) and explicit residuals (N, 2), int32 (entropy/motion.py)."},
-    {"decode_modes", py_decode_modes, METH_VARARGS,
-     "decode_modes(data, h, w, cdfs, lengths, offsets) -> numpy.ndarray[int32] (h*w,)\n\n"
-     "Merge modes in raster order, each with the CDF row of its left and top neighbours' classes."},
+    {"decode_motion", py_decode_motion, METH_VARARGS,
+     "decode_motion(data, h, w, res_rows, cdfs, lengths, offsets) -> numpy.ndarray[int32]\n\n"
+     "A motion stream's symbols: h*w merge modes, each with the CDF row of its left and top\n"
+     "neighbours' classes, then per row of res_rows one residual per EXPLICIT block."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module = {PyModuleDef_HEAD_INIT, "nvc.entropy._rans",

@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from nvc.entropy import coder as rans
 from nvc.entropy import native
-from nvc.entropy.motion import (EXPLICIT, MEDIAN, MotionCoder, decode_modes_python, expand_field, field_from_modes,
-                                field_modes, mode_contexts, mode_tables)
+from nvc.entropy.motion import (EXPLICIT, MEDIAN, MODE_ROWS, MotionCoder, decode_motion_python, expand_field,
+                                field_from_modes, field_modes, mode_tables)
 from nvc.errors import NvcError
 from nvc.models.motion import estimate_motion
 
@@ -119,19 +118,24 @@ def test_mode_tables_are_exact():
         assert all(b > a for a, b in zip(cdf, cdf[1:]))
 
 
-@pytest.mark.parametrize("shape", [(1, 2), (2, 1), (3, 5), (45, 80)])
-def test_native_mode_decoding_is_the_python_one(shape):
-    """Context-coded modes: the native sequential decoder and CompressAI's, one symbol at a time."""
+@pytest.mark.parametrize("shape", [(1, 1), (1, 2), (2, 1), (3, 5), (45, 80)])
+def test_native_motion_decoding_is_the_python_one(coder, shape):
+    """A stream's context-coded modes and residuals: the native sequential decoder and CompressAI's,
+    one symbol at a time, on the streams the coder writes (fields of random vectors)."""
     if not native.available():
         pytest.skip(native.unavailable_reason())
     rng = np.random.default_rng(shape[0] * 100 + shape[1])
-    modes = rng.choice([-2, -1, 0, 1, 2, 3], size=shape, p=[0.05, 0.2, 0.5, 0.1, 0.1, 0.05]).astype(np.int32)
-    tables = mode_tables()
-    data = rans.encode(modes.reshape(-1), mode_contexts(modes).reshape(-1), tables)
-    assert np.array_equal(native.decode_modes(data, *shape, tables.native), modes)
-    assert np.array_equal(decode_modes_python(data, *shape, tables), modes)
+    mv = torch.from_numpy(rng.integers(-3, 4, (1, 2, *shape)).astype(np.int32))
+    mv[0, :, 0, 0] = 5  # at least one explicit vector
+    data = coder.encode(mv)
+    tables = coder._motion_tables()
+    rows = [MODE_ROWS + i for i in data[1:3] if i != 0xFF]
+    modes, _ = field_modes(mv[0].numpy())
+    fast = native.decode_motion(data[3:], *shape, rows, tables.native)
+    assert np.array_equal(fast, decode_motion_python(data[3:], *shape, rows, tables))
+    assert np.array_equal(fast[: modes.size].reshape(shape), modes)
     with pytest.raises(ValueError):
-        native.decode_modes(data[:-4], *shape, tables.native)
+        native.decode_motion(data[3:-4], *shape, rows, tables.native)
 
 
 def test_search_keeps_a_pan_free_to_code(coder):
