@@ -42,8 +42,8 @@ Packet, one per frame, in decoding order::
     crc32          u32 CRC32 of everything in the packet before it and of the payloads
     payloads       the streams' bytes, in the order listed
 
-A packet is a list of typed streams (the motion field, the hyper-latent, and one substream per
-decoding step and part of the main latent), so that a model with more steps or other stream kinds
+A packet is a list of typed streams (the motion field, the hyper-latent, and one or more substreams
+per decoding step of the main latent: its parts), so that a model with more steps or other stream kinds
 needs no new format. Version 1 (models 1 and 2) had a fixed layout (a z stream and K y substreams,
 K in the header); it is still read, as the same list of streams.
 
