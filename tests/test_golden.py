@@ -19,8 +19,8 @@ from nvc.models.registry import entry_by_name, weights_hash
 from tools.make_golden import GOLDEN, MODEL, frames_sha256, latents_sha256
 
 # >>> pinned by tools/make_golden.py
-FRAMES_SHA256 = "9c39018a50d73b7354db4dbb0a5d17251c60e403607109d6abe4d37f90930d2a"
-LATENTS_SHA256 = "fac94f236b39aa70df4611c106c26c19d8a397c68caf2de2ff6589f21a6b03eb"
+FRAMES_SHA256 = "91c3bb55fbe8b897c1010801fd616cce179a8b252d01cd4c1055eb7a9847361a"
+LATENTS_SHA256 = "7ecc445336b20b034a7b98769d50b21c5a365b2c9bda8b72a373ff541b98cfdf"
 # <<< pinned by tools/make_golden.py
 
 
