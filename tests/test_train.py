@@ -61,3 +61,20 @@ def test_v2_training_starts_from_the_shipped_weights_and_trains_i_frames_alone(t
     shipped, trained = load_weights(entry_by_name("lean-mc-yuv420-v2").weights_path), load_weights(tmp_path / "w.pt")
     assert not torch.equal(shipped.intra.g_s.out.weight, trained.intra.g_s.out.weight)
     assert torch.equal(shipped.inter.g_s.out.weight, trained.inter.g_s.out.weight)
+
+
+def test_v2_training_codes_runs_at_the_encoders_schedule(tmp_path, capsys, carphone):
+    """`--quality-schedule`: each run's frames at the levels `nvc.Encoder` gives them (I-frame +3, the
+    4th P-frame +1, capped), and a run of 5 frames trains with them."""
+    from nvc.gop import quality_schedule
+    from tools import train_v2
+
+    levels = train_v2.frame_levels(torch.tensor([0, 5]), 6, quality_schedule("lean-mc-yuv420-v2"), 8)
+    assert levels.T.tolist() == [[3, 0, 0, 0, 1, 0], [7, 5, 5, 5, 6, 5]]
+    data = tmp_path / "clips"
+    data.mkdir()
+    (data / "clip.mp4").symlink_to(carphone)
+    train_v2.main(["--batch", "1", "--patch", "128", "--length", "5", "--data", str(data), "--out", str(tmp_path / "run"),
+                   "--export", str(tmp_path / "w.pt"), "--photo-share", "0", "--segments", "1", "--segment", "6",
+                   "--no-sample-clips", "--threads", "1", "--steps", "1", "--quality-schedule"])
+    assert (tmp_path / "w.pt").exists()
