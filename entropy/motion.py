@@ -276,7 +276,8 @@ def _pmfs() -> np.ndarray:
 
 
 class MotionCoder(nn.Module):
-    """The motion stream's entropy model; its integer tables are buffers saved with the weights."""
+    """The motion stream's entropy model: the residual family's integer tables are buffers saved with
+    the weights; the mode tables are constants (`MODE_COUNTS`)."""
 
     def __init__(self):
         super().__init__()
