@@ -4,6 +4,8 @@
     python -m tools.rd_check --steps-ablation --json results/v2-steps-ablation.json CLIP...
     # the encoder's quality schedule (`nvc.gop.QualitySchedule`) against every frame at one level
     python -m tools.rd_check --frames 32 --schedule-ablation CLIP...
+    # small steps in one substream (`nvc.entropy.multistep.SPLIT_MIN_BYTES`) against K always
+    python -m tools.rd_check --frames 32 --substream-ablation CLIP...
     # held-out BD-rate against x265 for every training snapshot (does more training help?)
     python -m tools.rd_check --checkpoints runs/v2-snap/*.pt --plot results/v2-progress.png --json ... CLIP...
 
@@ -30,6 +32,7 @@ import torch
 from nvc.codec import frame_to_tensor, tensor_to_frame
 from nvc.container import FramePacket, FrameType, StreamHeader
 from nvc.evaluation.bjontegaard import bd_psnr, bd_rate
+from nvc.entropy import multistep
 from nvc.evaluation.codecs import X265Codec
 from nvc.gop import FLAT_QUALITY, QualitySchedule, frame_type, quality_schedule
 from nvc.lean_model import LeanVideoModel
@@ -107,6 +110,8 @@ def main(argv=None) -> None:
     ap.add_argument("--steps-ablation", action="store_true", help="also code with S = 1 and report the BD-rate gain")
     ap.add_argument("--schedule-ablation", action="store_true",
                     help="also code every frame at the same level (no quality schedule) and report the BD-rate gain")
+    ap.add_argument("--substream-ablation", action="store_true",
+                    help="also code every step as K substreams (none merged) and report the BD-rate gain")
     ap.add_argument("--checkpoints", type=Path, nargs="+", help="training checkpoints to measure (default: shipped)")
     ap.add_argument("--plot", type=Path, help="with --checkpoints: BD-rate vs training step, as PNG")
     ap.add_argument("--json", type=Path)
@@ -130,11 +135,20 @@ def main(argv=None) -> None:
             if args.schedule_ablation:
                 flat = [code_clip(model, frames, q, args.intra_period, schedule=FLAT_QUALITY) for q in args.qualities]
                 row |= {"curve_flat_quality": flat, "bd_rate_schedule_vs_flat": bd(flat, curve)}
+            if args.substream_ablation:
+                split_min, multistep.SPLIT_MIN_BYTES = multistep.SPLIT_MIN_BYTES, 0
+                try:
+                    split = [code_clip(model, frames, q, args.intra_period) for q in args.qualities]
+                finally:
+                    multistep.SPLIT_MIN_BYTES = split_min
+                row |= {"curve_k_substreams": split, "bd_rate_one_substream_vs_k": bd(split, curve)}
             entry["models"][label] = row
             print(f"{name} {label}: BD-rate vs x265-{args.preset} {row['bd_rate_vs_x265']:+.1f} %, "
                   f"BD-PSNR {row['bd_psnr_vs_x265']:+.2f} dB"
                   + (f", multi-step vs S=1 {row['bd_rate_multistep_vs_one_step']:+.1f} %" if args.steps_ablation else "")
-                  + (f", quality schedule vs flat {row['bd_rate_schedule_vs_flat']:+.1f} %" if args.schedule_ablation else ""))
+                  + (f", quality schedule vs flat {row['bd_rate_schedule_vs_flat']:+.1f} %" if args.schedule_ablation else "")
+                  + (f", small steps in one substream vs K {row['bd_rate_one_substream_vs_k']:+.2f} %"
+                     if args.substream_ablation else ""))
             for p in curve:
                 print(f"  q{p['quality']}: {p['bpp']:.4f} bpp {p['psnr_yuv']:.2f} dB, skipped {p['skipped_share']:.1%}, "
                       + ", ".join(f"{k} {v}" for k, v in sorted(p["split"].items())))
