@@ -59,7 +59,6 @@ from nvc.errors import NvcError
 ALL_ZERO = 0xFF
 FORMAT_MARKER = 0xF8  # | grid; the first format started with a residual table index (< 128) or ALL_ZERO
 MAX_GRID = 3  # coded grids of 16x16 .. 128x128 blocks
-MODE_ROWS = 16  # a stream's table rows: the mode contexts, then the residual family (MODE_ROWS + index)
 RANGE = 64  # differences in [-RANGE, RANGE] are in the tables; others escape
 P_ZERO = np.linspace(0.05, 0.995, 16)
 DECAY = np.linspace(0.3, 0.95, 8)
@@ -87,6 +86,7 @@ MODE_COUNTS = (
     (1277, 23609, 35732, 44196, 881, 1764),
     (139, 4064, 6882, 7223, 849, 208),
 )
+MODE_ROWS = len(MODE_COUNTS)  # a stream's table rows: the mode contexts, then the residual family (MODE_ROWS + index)
 
 
 def field_differences(mv: np.ndarray) -> np.ndarray:
@@ -244,6 +244,12 @@ def coded_grid(field: np.ndarray) -> int:
     return 0
 
 
+def coded_modes(field: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """(grid, modes, residuals) of a (2, H, W) field as a stream codes it: on its `coded_grid`."""
+    grid = coded_grid(field)
+    return (grid, *field_modes(np.ascontiguousarray(field[:, :: 1 << grid, :: 1 << grid])))
+
+
 def expand_field(coarse: np.ndarray, grid: int, shape: tuple[int, int]) -> np.ndarray:
     """The (2, H, W) field of a field coded one vector per 2^grid x 2^grid blocks."""
     r = 1 << grid
@@ -309,9 +315,7 @@ class MotionCoder(nn.Module):
 
     def encode(self, mv: torch.Tensor) -> bytes:
         """mv: (1, 2, H, W) int32 quarter-pel field -> stream bytes."""
-        field = mv[0].cpu().numpy()
-        grid = coded_grid(field)
-        modes, residuals = field_modes(np.ascontiguousarray(field[:, :: 1 << grid, :: 1 << grid]))
+        grid, modes, residuals = coded_modes(mv[0].cpu().numpy())
         if not residuals.any():  # no explicit vector: the field is zero
             return bytes([ALL_ZERO, ALL_ZERO])
         head = bytearray([FORMAT_MARKER | grid])

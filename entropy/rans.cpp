@@ -116,9 +116,8 @@ class Reader {
     return "";
   }
 
-  // Decodes one symbol of row r into out; nullptr or the error.
+  // Decodes one symbol of row r (< t.rows: the callers check) into out; nullptr or the error.
   const char* symbol(const Tables& t, uint32_t r, int32_t& out) {
-    if (r >= t.rows) return "table index out of range";
     const uint32_t* cdf = t.cdf.data() + static_cast<size_t>(r) * t.stride;
     const uint32_t slot = static_cast<uint32_t>(x_) & (kTotal - 1);
     uint32_t s = t.bucket[static_cast<size_t>(r) << kBucketBits | slot >> kBucketShift];
@@ -619,6 +618,8 @@ inline uint32_t mode_class(int32_t m) { return m == kExplicit ? 1 : m == kMedian
 std::string decode_motion(const Tables& t, const uint8_t* data, size_t nbytes, size_t h, size_t w,
                           const std::vector<uint32_t>& res_rows, std::vector<int32_t>& out) {
   if (t.rows < 16) return "the motion tables need 16 mode rows";
+  for (const uint32_t r : res_rows)
+    if (r >= t.rows) return "residual row out of range";
   Reader reader;
   std::string error = reader.start(data, nbytes);
   if (!error.empty()) return error;
@@ -658,8 +659,6 @@ PyObject* py_decode_motion(PyObject*, PyObject* args) {
   Py_BEGIN_ALLOW_THREADS
   try {
     error = tb.build(t);
-    for (const uint32_t r : res_rows)
-      if (error.empty() && r >= t.rows) error = "residual row out of range";
     if (error.empty())
       error = decode_motion(t, static_cast<const uint8_t*>(data.view.buf), static_cast<size_t>(data.view.len),
                             static_cast<size_t>(h), static_cast<size_t>(w), res_rows, out);

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from nvc.codec import frame_to_tensor
-from nvc.entropy.motion import ZERO, coded_grid, field_modes, mode_contexts
+from nvc.entropy.motion import ZERO, coded_modes, mode_contexts
 from nvc.lean_model import luma
 from nvc.models.motion import estimate_motion
 from nvc.video import read_frames
@@ -33,9 +33,7 @@ def count_modes(clips: list[Path], frames: int, blocks=(16, 32)) -> np.ndarray:
         lumas = [luma(frame_to_tensor(f)) for f in read_frames(clip, frames)]
         for prev, cur in zip(lumas, lumas[1:]):
             for block in blocks:
-                field = estimate_motion(cur, prev, block=block)[0].numpy()
-                g = coded_grid(field)
-                modes, _ = field_modes(np.ascontiguousarray(field[:, :: 1 << g, :: 1 << g]))
+                _, modes, _ = coded_modes(estimate_motion(cur, prev, block=block)[0].numpy())
                 np.add.at(counts, (mode_contexts(modes).ravel(), modes.ravel() - ZERO), 1)
     return counts
 

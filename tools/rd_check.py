@@ -31,8 +31,8 @@ import torch
 
 from nvc.codec import frame_to_tensor, tensor_to_frame
 from nvc.container import FramePacket, FrameType, StreamHeader
-from nvc.evaluation.bjontegaard import bd_psnr, bd_rate
 from nvc.entropy import multistep
+from nvc.evaluation.bjontegaard import bd_psnr, bd_rate
 from nvc.evaluation.codecs import X265Codec
 from nvc.gop import FLAT_QUALITY, QualitySchedule, frame_type, quality_schedule
 from nvc.lean_model import LeanVideoModel
