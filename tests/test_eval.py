@@ -1,6 +1,8 @@
 """`nvc eval` end to end on a few real frames, resume, and the anchor QP sweep."""
 
 import json
+import math
+from dataclasses import replace
 
 import pytest
 
@@ -80,6 +82,23 @@ def test_gop_profile_averages_each_position_over_the_gops():
     from nvc.evaluation.report import gop_profile
 
     assert gop_profile([30, 29, 28, 31, 30, 29, 32], 3) == pytest.approx([31, 29.5, 28.5])
+
+
+def test_anchor_drift_is_read_at_the_test_points_psnr():
+    """The GOP table's anchor column: each anchor point's drift (last P - first P over the GOPs),
+    interpolated at the test point's mean PSNR-YUV, NaN outside the anchor's PSNR range."""
+    from nvc.evaluation.report import drift_at, gop_drifts
+
+    def anchor(qp: int, per_frame: list[float]) -> runner.PointResult:
+        return replace(point(qp, 0.01, sum(per_frame) / len(per_frame)), psnr_yuv_per_frame=per_frame)
+
+    # two GOPs of 3 frames: drift = frame 2 - frame 1, averaged over the GOPs
+    drifts = gop_drifts([anchor(42, [34, 32, 31, 34, 32, 30]), anchor(32, [40, 39, 39, 40, 39, 39])], 3)
+    assert [(name, d) for name, _, d in drifts] == [("QP 42", pytest.approx(-1.5)), ("QP 32", pytest.approx(0.0))]
+    low, high = drifts[0][1], drifts[1][1]
+    assert drift_at(drifts, (low + high) / 2) == pytest.approx(-0.75)
+    assert math.isnan(drift_at(drifts, high + 1))
+    assert gop_drifts([anchor(32, [40, 39, 39])], 1) == []  # all I-frames: no drift
 
 
 def test_eval_rejects_bad_arguments(tmp_path, carphone, capsys):

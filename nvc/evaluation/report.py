@@ -63,6 +63,30 @@ def gop_profile(per_frame: list[float], intra_period: int) -> list[float]:
     return [float(np.mean(by_position[k])) for k in sorted(by_position)]
 
 
+def _point_name(p: PointResult) -> str:
+    """q3 for an nvc quality level, QP 32 for an anchor's."""
+    return f"q{p.point}" if "quality" in p.settings else f"QP {p.point}"
+
+
+def gop_drifts(curve: list[PointResult], intra_period: int) -> list[tuple[str, float, float]]:
+    """(point name, mean PSNR-YUV, drift) of each point of a curve that has per-frame PSNR and P-frames;
+    drift = the last P-frame's mean PSNR-YUV minus the first's, over the GOPs."""
+    out = []
+    for p in curve:
+        prof = gop_profile(p.psnr_yuv_per_frame, intra_period) if p.psnr_yuv_per_frame else []
+        if len(prof) > 1:
+            out.append((_point_name(p), p.psnr_yuv, prof[-1] - prof[1]))
+    return out
+
+
+def drift_at(drifts: list[tuple[str, float, float]], psnr: float) -> float:
+    """A curve's drift interpolated at mean PSNR-YUV `psnr`; NaN outside the curve's PSNR range."""
+    by_psnr = sorted((q, d) for _, q, d in drifts)
+    if len(by_psnr) < 2 or not by_psnr[0][0] <= psnr <= by_psnr[-1][0]:
+        return math.nan
+    return float(np.interp(psnr, [q for q, _ in by_psnr], [d for _, d in by_psnr]))
+
+
 def plot_gop(profiles: dict[str, list[float]], sequence: str, intra_period: int, path: Path) -> None:
     """One line per rate point (label -> its `gop_profile`)."""
     import matplotlib
@@ -130,21 +154,28 @@ def write(store: ResultStore, out_dir: Path, sequences: list[str], frames: dict[
                      intra_period, gop_png)
             positions = len(profiles[0])
             shown = sorted({0, 1, positions // 2, positions - 1})
+            anchor_drifts = {a: gop_drifts(store.curve(s, a, frames[s], intra_period), intra_period) for a in anchors}
+            anchor_drifts = {a: d for a, d in anchor_drifts.items() if d}
             lines += [f"![PSNR over the GOP]({gop_png.name})", "",
                       f"{test} PSNR-YUV by position in the GOP (mean over GOPs; drift = last P-frame - first "
-                      "P-frame):", "",
-                      "| quality | " + " | ".join(f"pos {k}" for k in shown) + " | drift |",
-                      "|" + " --- |" * (len(shown) + 2)]
+                      "P-frame; an anchor's drift is interpolated at the same mean PSNR-YUV):", "",
+                      "| quality | " + " | ".join(f"pos {k}" for k in shown) + " | drift |"
+                      + "".join(f" {a} drift |" for a in anchor_drifts),
+                      "|" + " --- |" * (len(shown) + 2 + len(anchor_drifts))]
             for p, prof in zip(gop_curve, profiles):
                 drift = f"{prof[-1] - prof[1]:+.2f} dB" if len(prof) > 1 else "n/a"
-                lines.append(f"| q{p.point} | " + " | ".join(f"{prof[k]:.2f}" for k in shown) + f" | {drift} |")
+                same = [_fmt(drift_at(d, p.psnr_yuv), "dB") for d in anchor_drifts.values()]
+                lines.append(f"| q{p.point} | " + " | ".join(f"{prof[k]:.2f}" for k in shown) + f" | {drift} |"
+                             + "".join(f" {c} |" for c in same))
+            for a, d in anchor_drifts.items():
+                lines.append("")
+                lines.append(f"{a} drift: " + ", ".join(f"{point} {value:+.2f} dB" for point, _, value in d))
             lines.append("")
         lines += ["| codec | point | bpp | PSNR-Y | PSNR-U | PSNR-V | PSNR-YUV | PSNR-RGB | MS-SSIM (Y) | enc fps | dec fps |",
                   "|" + " --- |" * 11]
         for codec in (test, *anchors):
             for p in store.curve(s, codec, frames[s], intra_period):
-                param = "q" if "quality" in p.settings else "QP "
-                lines.append(f"| {codec} | {param}{p.point} | {p.bpp:.4f} | {p.psnr_y:.2f} | {p.psnr_u:.2f} | "
+                lines.append(f"| {codec} | {_point_name(p)} | {p.bpp:.4f} | {p.psnr_y:.2f} | {p.psnr_u:.2f} | "
                              f"{p.psnr_v:.2f} | {p.psnr_yuv:.2f} | {p.psnr_rgb:.2f} | {p.ms_ssim:.4f} | "
                              f"{p.encode_fps:.2f} | {p.decode_fps:.2f} |")
         lines.append("")
