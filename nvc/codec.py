@@ -309,7 +309,7 @@ def header_sar(sar: Fraction | tuple[int, int] | None) -> tuple[int, int]:
 
 def encoder_settings(model: str, intra_period: int) -> dict:
     """What changes a stream but not the weights: the quality schedule where it is not flat, v2's
-    dead zones and the format of its motion streams. `nvc eval` records them with each point, so
+    dead zones and the format of its motion streams, PQ-MIM's sticky margins (P-frames). `nvc eval` records them with each point, so
     that a point coded otherwise is measured again."""
     settings = {}
     schedule = default_quality_schedule(model)
@@ -321,6 +321,10 @@ def encoder_settings(model: str, intra_period: int) -> dict:
 
         settings["deadzone"] = [INTRA_DEADZONE, INTER_DEADZONE]
         settings["motion_format"] = FORMAT_MARKER
+    if model == "pq-mim-v1" and intra_period != 1:
+        from nvc.pq_model import STICKY_MARGINS
+
+        settings["sticky_margins"] = list(STICKY_MARGINS)
     return settings
 
 

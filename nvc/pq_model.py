@@ -47,10 +47,19 @@ from nvc.models.pq import PQMimConfig, ProductQuantizer, Quantized, active_mask
 
 # An encoder choice (the stream is the same): a P-frame keeps the previous frame's token where its
 # codeword is within this squared distance of the nearest one (`PQMimIntra.tokens`; unit vectors,
-# so distances are 0..4). Chosen on three training clips, 6 frames (I + 5 P), q0/2/4/5, BD-rate
-# against margin 0 at 0.2 / 0.4 / 0.8: 16_robotarm -12.8 / -14.4 / -12.6 %, 11_polevault
-# -14.3 / -12.3 / -10.6 %, intel-one-by-one -2.3 % at each (PSNR within 0.1 dB at 0.2).
-STICKY_MARGIN = 0.2
+# so distances are 0..4), one margin per quality level. 0.2 at every level was chosen on three
+# training clips, 6 frames (I + 5 P), q0/2/4/5, BD-rate against margin 0 at 0.2 / 0.4 / 0.8:
+# 16_robotarm -12.8 / -14.4 / -12.6 %, 11_polevault -14.3 / -12.3 / -10.6 %, intel-one-by-one
+# -2.3 % at each (PSNR within 0.1 dB at 0.2). Over a GOP it was too wide at the levels that code
+# more sub-vectors (the kept tokens cost up to 2 dB by the last P-frame), so it now narrows from
+# q3; 16 frames (I + 15 P), q0/1/3/5, BD-rate against 0.2 at every level (0.1 at every level):
+# 11_polevault -5.30 (-6.96), 16_robotarm -0.25 (+2.78), 21_biker -0.57 (-3.71) %.
+STICKY_MARGINS = (0.2, 0.2, 0.15, 0.1, 0.07, 0.05)
+
+
+def sticky_margin(quality: int) -> float:
+    """The encoder's margin at a quality level (0 outside the levels, which coding refuses)."""
+    return STICKY_MARGINS[quality] if 0 <= quality < len(STICKY_MARGINS) else 0.0
 
 
 @dataclass(frozen=True)
@@ -210,7 +219,7 @@ class PQMimInter(nn.Module):
     @torch.no_grad()
     def compress(self, x, ref: Reconstruction, quality: int, steps: int | None = None, stats: dict | None = None):
         return self.intra.code_frame(x, self.token_model, self.intra.reference_tokens(ref), quality, steps, stats,
-                                     STICKY_MARGIN)
+                                     sticky_margin(quality))
 
     @torch.no_grad()
     def decode_latent(self, streams, ref: Reconstruction, height: int, width: int) -> DecodedLatent:

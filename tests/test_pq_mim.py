@@ -16,7 +16,7 @@ from nvc.errors import NvcError
 from nvc.model import load_weights, save_weights
 from nvc.models.pq import PQMimConfig, ProductQuantizer
 from nvc.models.registry import entry_by_name
-from nvc.pq_model import PQMimVideoModel
+from nvc.pq_model import STICKY_MARGINS, PQMimVideoModel, sticky_margin
 from nvc.video import read_frames
 
 TINY = PQMimConfig(latent_channels=16, codebooks=4, codebook_size=16, synthesis_width=(16, 16, 8), token_width=16,
@@ -232,6 +232,14 @@ def test_sticky_tokens_keep_the_previous_token_within_the_margin(model, frame):
     kept, _ = intra.tokens(frame, 3, other, margin)
     assert torch.equal(kept == other, extra < margin) and 0 < int((kept == other).sum()) < kept.numel()
     assert torch.equal(intra.tokens(frame, 3, other, 0.0)[0], tokens)
+
+
+def test_sticky_margin_per_level_narrows_with_the_rate():
+    """One encoder margin per quality level of the shipped config, never wider at a higher level."""
+    levels = PQMimConfig().quality_levels
+    margins = [sticky_margin(q) for q in range(levels)]
+    assert len(STICKY_MARGINS) == levels and all(a >= b > 0 for a, b in zip(margins, margins[1:]))
+    assert sticky_margin(levels) == 0.0  # a level coding refuses
 
 
 def test_reference_tokens_are_the_coded_tokens(model, frame):
