@@ -19,8 +19,8 @@ from nvc.models.registry import entry_by_name, weights_hash
 from tools.make_golden import GOLDEN, MODEL, frames_sha256, latents_sha256
 
 # >>> pinned by tools/make_golden.py
-FRAMES_SHA256 = "91c3bb55fbe8b897c1010801fd616cce179a8b252d01cd4c1055eb7a9847361a"
-LATENTS_SHA256 = "7ecc445336b20b034a7b98769d50b21c5a365b2c9bda8b72a373ff541b98cfdf"
+FRAMES_SHA256 = "a44e9babfd97b95f2c1953437dd221c2fcca1b73d5f8be0a197b3253d5c14f85"
+LATENTS_SHA256 = "9edaedb0e173aca4a0e90445bd88f7f13ad194d97f67660d3d71c22173d1ebdd"
 # <<< pinned by tools/make_golden.py
 
 
