@@ -309,8 +309,8 @@ def header_sar(sar: Fraction | tuple[int, int] | None) -> tuple[int, int]:
 
 def encoder_settings(model: str, intra_period: int) -> dict:
     """What changes a stream but not the weights: the quality schedule where it is not flat, v2's
-    dead zones and the format of its motion streams, PQ-MIM's sticky margins (P-frames). `nvc eval` records them with each point, so
-    that a point coded otherwise is measured again."""
+    dead zones and the format of its motion streams, PQ-MIM's sticky margins (P-frames). `nvc eval`
+    records them with each point, so that a point coded otherwise is measured again."""
     settings = {}
     schedule = default_quality_schedule(model)
     if schedule != FLAT_QUALITY and intra_period != 1:
