@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from nvc.entropy import native
-from nvc.entropy.motion import (EXPLICIT, MEDIAN, MODE_ROWS, MotionCoder, decode_motion_python, expand_field,
-                                field_from_modes, field_modes, mode_tables)
+from nvc.entropy.motion import (EXPLICIT, FORMAT_MARKER, MEDIAN, MODE_ROWS, MotionCoder, coded_modes,
+                                decode_motion_python, expand_field, field_from_modes, field_modes, mode_tables)
 from nvc.errors import NvcError
 from nvc.models.motion import estimate_motion
 
@@ -128,8 +128,8 @@ def test_native_motion_decoding_is_the_python_one(coder, shape):
     mv = torch.from_numpy(rng.integers(-3, 4, (1, 2, *shape)).astype(np.int32))
     mv[0, :, 0, 0] = 5  # at least one explicit vector
     data = coder.encode(mv)
-    r = 1 << (data[0] & 3)  # the coded grid (a 1x1 field is any grid's)
-    modes, _ = field_modes(np.ascontiguousarray(mv[0, :, ::r, ::r].numpy()))
+    grid, modes, _ = coded_modes(mv[0].numpy())
+    assert data[0] == FORMAT_MARKER | grid
     tables = coder._motion_tables()
     rows = [MODE_ROWS + i for i in data[1:3] if i != 0xFF]
     fast = native.decode_motion(data[3:], *modes.shape, rows, tables.native)
