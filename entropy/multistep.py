@@ -157,6 +157,9 @@ class MultiStepLatentCodec(nn.Module):
     # ---------------------------------------------------------------- training
 
     def forward(self, y: torch.Tensor, prior: tuple | None = None) -> LatentForward:
+        if torch.is_autocast_enabled(y.device.type):  # the rate terms stay in fp32 under mixed precision
+            with torch.autocast(y.device.type, enabled=False):
+                return self.forward(y.float(), None if prior is None else tuple(p.float() for p in prior))
         z = self.h_a(y)
         z_hat, z_likelihoods = self.z_codec(z)
         base = self.base_parameters(z_hat, prior)
