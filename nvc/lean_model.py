@@ -34,16 +34,17 @@ from nvc.entropy.multistep import MultiStepLatentCodec
 from nvc.errors import NvcError
 from nvc.model import DecodedLatent, ModelOutput, Reconstruction, to_8bit
 from nvc.models.lean import Analysis, LeanConfig, QualityGain, Synthesis
-from nvc.models.motion import BLOCK as MOTION_BLOCK
 from nvc.models.motion import MotionCompensation, estimate_motion, warp_latent
 
-# An encoder choice (the stream is the same): at the lowest quality levels, one vector per 32x32 block
-# (repeated on the 16x16 grid, so 3 in 4 are coded as merges). `tools.bench_motion --block 32` on
-# three held-out clips: -42..-47 % motion bytes, prediction PSNR-Y -0.4 (cyclist), +0.3 (driving),
-# -1.0 dB (butterfly); at q0 and q1, where a bit is worth 1250 and 625 squared 8-bit errors, the
-# bytes saved outweigh the prediction lost on all three clips (at q2 on two of them).
-COARSE_MOTION_QUALITIES = 2
-COARSE_MOTION_BLOCK = 32
+# An encoder choice (the stream is the same): one vector per 32x32 block (repeated on the 16x16 grid,
+# so 3 in 4 are coded as merges and the coder codes the field on the 32x32 grid), at every level.
+# `tools.bench_motion --block 32` on three held-out clips: -42..-47 % motion bytes for a prediction
+# PSNR-Y -0.4 (cyclist), +0.3 (driving), -1.0 dB (butterfly); first chosen at q0 and q1 only. Coded,
+# the 32x32 field wins at every level: the summed cost (`coding_cost`) of the P-frames at levels 2-7
+# coded with fields of both sizes (four training clips, 16 frames, q0 2 4 6), 32x32 against 16x16
+# under MOTION_LAMBDAS: 16_robotarm -0.85, 21_biker -6.14, 11_polevault -2.78, 02_cups +0.22 %;
+# BD-rate, 32x32 at every level against 16x16 from q2: -2.25, -12.21, -6.13, +0.44 %.
+MOTION_SEARCH_BLOCK = 32
 # An encoder choice (the stream is the same): dead-zone rounding of the latent residuals
 # (`nvc.entropy.multistep.deadzone_round`), wider in P-frames, as block codecs' encoders do.
 # Chosen on five training clips (`tools.rd_check --frames 8`, 02_cups 11_polevault 16_robotarm
@@ -224,11 +225,10 @@ class LeanInter(_LeanFrameModel):
                  stats: dict | None = None) -> tuple[list[Stream], Reconstruction]:
         # Motion between the originals when the encoder has them: true motion, a smooth cheap field
         # (against a coarse reconstruction the search fits its noise: 20x the motion bits on a still camera).
-        block = COARSE_MOTION_BLOCK if quality < COARSE_MOTION_QUALITIES else MOTION_BLOCK
         cur, searched = luma(x), luma(ref.source if ref.source is not None else ref.x_hat)
         fields = []
         for lmbda in MOTION_LAMBDAS:
-            mv = estimate_motion(cur, searched, lmbda=lmbda, block=block)
+            mv = estimate_motion(cur, searched, lmbda=lmbda, block=MOTION_SEARCH_BLOCK)
             if not any(torch.equal(mv, f) for f in fields):
                 fields.append(mv)
         codings = [self._code(x, ref, quality, mv, steps) for mv in fields]
