@@ -61,7 +61,7 @@ INTER_DEADZONE = 0.10
 # coding of lowest training loss (`coding_cost`) is kept, as an HEVC encoder tries its modes. Chosen on
 # four training clips (16 frames, q0 2 4 6; every P-frame coded with 128, 40, 16 and 400): summed
 # cost against 128 alone, mean over the clips, (128, 40) -1.09 %, (400, 40) -1.45 %, (400, 40, 16)
-# -1.81 % for a third coding. BD-rate of (400, 40) against 128: 21_biker -3.20, 16_robotarm -4.17,
+# -1.81 % for a third coding. BD-rate of (400, 40) against 128 (16x16 search from q2 then): 21_biker -3.20, 16_robotarm -4.17,
 # 11_polevault -3.78, 02_cups -1.47 %; P-frames take two codings to encode.
 MOTION_LAMBDAS = (400.0, 40.0)
 
