@@ -32,7 +32,7 @@ from nvc.entropy.hyperprior import single_threaded
 from nvc.entropy.motion import MotionCoder
 from nvc.entropy.multistep import MultiStepLatentCodec
 from nvc.errors import NvcError
-from nvc.model import DecodedLatent, ModelOutput, Reconstruction, to_8bit
+from nvc.model import DecodedLatent, ModelOutput, Reconstruction, to_8bit, yuv_mse
 from nvc.models.lean import Analysis, LeanConfig, QualityGain, Synthesis
 from nvc.models.motion import MotionCompensation, estimate_motion, warp_latent
 
@@ -72,11 +72,9 @@ def luma(x: torch.Tensor) -> torch.Tensor:
 
 
 def coding_cost(x_hat: torch.Tensor, x: torch.Tensor, bits: int, lmbda: float) -> float:
-    """The training loss of one coded frame in bits (bpp + lambda * 255^2 * MSE, times its luma
-    pixels): packed YUV420 weighs luma 6/8 and each chroma plane 1/8 of the mean squared error."""
-    err = (x_hat - x).double().pow(2).sum(dim=(0, 2, 3))
-    distortion = 0.75 * err[:4].sum() + 0.5 * err[4:].sum()  # = luma pixels * (6 MSE_Y + MSE_U + MSE_V) / 8
-    return float(lmbda * 255**2 * distortion) + bits
+    """The training loss of one coded frame (bpp + lambda * 255^2 * `yuv_mse`) times its luma pixels: bits."""
+    luma_pixels = 4 * x.shape[-2] * x.shape[-1]
+    return float(lmbda * 255**2 * yuv_mse(x_hat.double(), x.double()).item()) * luma_pixels + bits
 
 
 def latent_streams(z: bytes, steps: list[list[bytes]]) -> list[Stream]:

@@ -73,6 +73,13 @@ def z_size(height: int, width: int) -> tuple[int, int]:
     return height // 64, width // 64
 
 
+def yuv_mse(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-sample (6 MSE_Y + MSE_U + MSE_V) / 8 on packed YUV420 tensors: the distortion every model
+    is trained under (and the v2 encoder's choices are scored with)."""
+    err = (x_hat - x).pow(2).mean(dim=(2, 3))
+    return (6 * err[:, :4].mean(1) + err[:, 4] + err[:, 5]) / 8
+
+
 def to_8bit(x: torch.Tensor) -> torch.Tensor:
     return x.clamp(0, 1).mul_(255).round_().div_(255)
 

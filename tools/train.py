@@ -17,15 +17,9 @@ from tqdm import tqdm
 
 from nvc.models.config import HyperpriorConfig
 from nvc.models.registry import INTRA_MODEL, entry_by_name
-from nvc.model import IntraModel
+from nvc.model import IntraModel, yuv_mse  # noqa: F401 (the training tools import it from here)
 from tools import training
 from tools.datasets import default_sampler
-
-
-def yuv_mse(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Per-sample (6 MSE_Y + MSE_U + MSE_V) / 8 on packed YUV420 tensors."""
-    err = (x_hat - x).pow(2).mean(dim=(2, 3))
-    return (6 * err[:, :4].mean(1) + err[:, 4] + err[:, 5]) / 8
 
 
 def rate_bpp(out, x: torch.Tensor) -> torch.Tensor:
