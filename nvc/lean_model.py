@@ -21,7 +21,6 @@ in an int8 engine (`nvc.deploy.int8.with_synthesis`) and integer entropy paramet
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import torch
@@ -41,9 +40,9 @@ from nvc.models.motion import MotionCompensation, estimate_motion, warp_latent
 # so 3 in 4 are coded as merges and the coder codes the field on the 32x32 grid), at every level.
 # `tools.bench_motion --block 32` on three held-out clips: -42..-47 % motion bytes for a prediction
 # PSNR-Y -0.4 (cyclist), +0.3 (driving), -1.0 dB (butterfly); first chosen at q0 and q1 only. Coded,
-# the 32x32 field wins at every level: the summed training loss of the P-frames at levels 2-7
+# the 32x32 field wins at every level: the summed cost (`coding_cost`) of the P-frames at levels 2-7
 # coded with fields of both sizes (four training clips, 16 frames, q0 2 4 6), 32x32 against 16x16
-# under MOTION_LAMBDAS (400, 40): 16_robotarm -0.85, 21_biker -6.14, 11_polevault -2.78, 02_cups +0.22 %;
+# under MOTION_LAMBDAS: 16_robotarm -0.85, 21_biker -6.14, 11_polevault -2.78, 02_cups +0.22 %;
 # BD-rate, 32x32 at every level against 16x16 from q2: -2.25, -12.21, -6.13, +0.44 %.
 MOTION_SEARCH_BLOCK = 32
 # An encoder choice (the stream is the same): dead-zone rounding of the latent residuals
@@ -58,18 +57,13 @@ INTER_DEADZONE = 0.10
 # An encoder choice (the stream is the same): the block matching's rate weight (SAD + lambda * bits,
 # `nvc.models.motion.estimate_motion`). One weight for every clip helps some and hurts others (BD-rate of
 # 48 against 128 on training clips, 16 frames: 21_biker -2.82, 11_polevault -3.34, 16_robotarm +8.90 %),
-# so a P-frame is searched with each of these weights and coded with the field of lowest
-# `predicted_cost`, as an HEVC encoder picks its modes by a cheap estimate. Coding with each field and
-# keeping the lowest training loss (3d833a8, (400, 40)) reached -1.62 % summed loss against 400 alone
-# (four training clips, 16 frames, q0 2 4 6; runs/mchoice/exp7.py, ana11.py) for two codings per
-# P-frame; the prediction over (400, 40, 16), one coding, reaches -1.60 % (16_robotarm -0.34,
-# 02_cups -1.03, 11_polevault -3.52, 21_biker -1.53; over (400, 40) alone -1.52 %).
-MOTION_LAMBDAS = (400.0, 40.0, 16.0)
-# The rate of a P-frame's latents grows with the log of its prediction's error: bits per luma pixel
-# per doubling of `yuv_mse`, fitted with MOTION_LAMBDAS on the clips above (summed loss against 400
-# alone): 0.005 -1.51, 0.01 -1.60, 0.015 -1.66, 0.02 -1.71, 0.03 -1.43, 0.05 -1.17 % (16_robotarm
-# turns from -0.25 to +0.88 % between 0.02 and 0.03, so a value well inside the flat range).
-PREDICTION_RATE_SLOPE = 0.01
+# so a P-frame is searched with each of these weights, coded with each distinct field, and the
+# coding of lowest training loss (`coding_cost`) is kept, as an HEVC encoder tries its modes. Chosen on
+# four training clips (16 frames, q0 2 4 6; every P-frame coded with 128, 40, 16 and 400): summed
+# cost against 128 alone, mean over the clips, (128, 40) -1.09 %, (400, 40) -1.45 %, (400, 40, 16)
+# -1.81 % for a third coding. BD-rate of (400, 40) against 128 (16x16 search from q2 then): 21_biker -3.20, 16_robotarm -4.17,
+# 11_polevault -3.78, 02_cups -1.47 %; P-frames take two codings to encode.
+MOTION_LAMBDAS = (400.0, 40.0)
 
 
 def luma(x: torch.Tensor) -> torch.Tensor:
@@ -77,11 +71,10 @@ def luma(x: torch.Tensor) -> torch.Tensor:
     return F.pixel_shuffle(x[:, :4], 2)
 
 
-def predicted_cost(motion_bits: int, pred: torch.Tensor, x: torch.Tensor) -> float:
-    """The bits a P-frame is expected to cost with a motion field, without coding it: the field's
-    coded bits plus `PREDICTION_RATE_SLOPE` bits per luma pixel per doubling of the prediction's error."""
+def coding_cost(x_hat: torch.Tensor, x: torch.Tensor, bits: int, lmbda: float) -> float:
+    """The training loss of one coded frame (bpp + lambda * 255^2 * `yuv_mse`) times its luma pixels: bits."""
     luma_pixels = 4 * x.shape[-2] * x.shape[-1]
-    return motion_bits + PREDICTION_RATE_SLOPE * luma_pixels * math.log2(max(yuv_mse(pred, x).item(), 1e-10))
+    return float(lmbda * 255**2 * yuv_mse(x_hat.double(), x.double()).item()) * luma_pixels + bits
 
 
 def latent_streams(z: bytes, steps: list[list[bytes]]) -> list[Stream]:
@@ -236,14 +229,26 @@ class LeanInter(_LeanFrameModel):
             mv = estimate_motion(cur, searched, lmbda=lmbda, block=MOTION_SEARCH_BLOCK)
             if not any(torch.equal(mv, f) for f in fields):
                 fields.append(mv)
-        candidates = [(self.motion_coder.encode(mv), mv, self.motion_compensation(ref.x_hat, mv)) for mv in fields]
-        motion, mv, pred = min(candidates, key=lambda c: predicted_cost(8 * len(c[0]), c[2], x))
+        codings = [self._code(x, ref, quality, mv, steps) for mv in fields]
+        streams, rec, frame_stats, _ = min(codings, key=lambda c: c[-1])
+        if stats is not None:
+            for k, v in frame_stats.items():
+                stats[k] = stats.get(k, 0) + v
+        return streams, rec
+
+    def _code(self, x: torch.Tensor, ref: Reconstruction, quality: int, mv: torch.Tensor, steps: int | None):
+        """(streams, reconstruction, latent statistics, `coding_cost`) of the frame coded with motion `mv`."""
         q = torch.tensor([quality], device=x.device)
+        motion = self.motion_coder.encode(mv)
+        pred = self.motion_compensation(ref.x_hat, mv)
         y = self.gain.scale(self.g_a(torch.cat([x, pred], dim=1)), q)
+        stats = {}
         z, parts, y_hat = self.latent_codec.compress(y, self._prior(ref.y_hat, mv), steps=steps, stats=stats,
                                                      deadzone=INTER_DEADZONE)
         streams = [Stream(StreamKind.MOTION, 0, 0, motion)] + latent_streams(z, parts)
-        return streams, replace(self.synthesize(DecodedLatent(y_hat, mv), ref, quality), source=x)
+        rec = replace(self.synthesize(DecodedLatent(y_hat, mv), ref, quality), source=x)
+        bits = 8 * sum(len(s.data) for s in streams)
+        return streams, rec, stats, coding_cost(rec.x_hat, x, bits, self.config.lambdas[quality])
 
     @torch.no_grad()
     def decode_latent(self, streams: list[Stream], ref: Reconstruction, height: int, width: int) -> DecodedLatent:
