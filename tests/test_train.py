@@ -5,7 +5,8 @@ import torch
 
 from nvc.model import load_weights
 from tools import train_inter
-from tools.train import main, yuv_mse
+from nvc.model import yuv_mse
+from tools.train import main
 
 
 def test_yuv_mse_weights_luma_six_to_one():

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from nvc.models.config import HyperpriorConfig
 from nvc.models.registry import INTRA_MODEL, entry_by_name
-from nvc.model import IntraModel, yuv_mse  # noqa: F401 (the training tools import it from here)
+from nvc.model import IntraModel, yuv_mse
 from tools import training
 from tools.datasets import default_sampler
 

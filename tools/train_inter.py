@@ -19,10 +19,10 @@ import torch
 from tqdm import tqdm
 
 from nvc.models.registry import DEFAULT_MODEL, INTRA_MODEL, entry_by_name
-from nvc.model import InterModel, load_weights
+from nvc.model import InterModel, load_weights, yuv_mse
 from tools.datasets import SAMPLE_CLIPS, sequence_sampler
 from tools import training
-from tools.train import rate_bpp, yuv_mse
+from tools.train import rate_bpp
 
 
 def sequence_loss(intra, inter: InterModel, x: torch.Tensor, quality: torch.Tensor):

@@ -39,13 +39,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from nvc.model import load_weights
+from nvc.model import load_weights, yuv_mse
 from nvc.models.pq import PQMimConfig
 from nvc.models.registry import entry_by_name
 from nvc.pq_model import PQMimVideoModel
 from tools import training
 from tools.datasets import load_photos
-from tools.train import yuv_mse
 from tools.train_v2 import DEFAULT_DATA, V2_MODEL, RunSampler, load_clips
 
 PQ_MODEL = "pq-mim-v1"
@@ -85,7 +84,7 @@ def inter_step_loss(model: PQMimVideoModel, x: torch.Tensor, quality: torch.Tens
 
 
 def load_start(model: PQMimVideoModel, path: Path) -> None:
-    """Start an --inter run from a weights file; the temporal token model from its I-frame one."""
+    """Start a run from a weights file; a file without a P-frame token model gives it its I-frame one."""
     state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
     training.load_model_state(model, {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     if not any(k.startswith("inter.token_model.") for k in state):
@@ -157,14 +156,15 @@ def main(argv=None) -> None:
     checkpoints = training.Checkpoints(args.out)
     step = checkpoints.resume(model, opt, opt, device)  # no auxiliary optimiser: the same one twice
     shipped, v2 = entry_by_name(PQ_MODEL).weights_path, entry_by_name(V2_MODEL).weights_path
-    if step == 0 and not args.from_scratch and shipped.exists():  # a new machine continues the shipped weights
-        load_start(model, shipped)
-        print(f"continues {shipped.name} (codebooks, token models and transforms)")
-    elif step == 0 and not args.from_scratch and v2.exists():  # trained transforms: a far better start
-        v2_intra = load_weights(v2).intra
-        intra.g_a.load_state_dict(v2_intra.g_a.state_dict())
-        intra.g_s.load_state_dict(v2_intra.g_s.state_dict())
-        print(f"g_a and g_s start from {v2.name}")
+    if step == 0 and not args.from_scratch:
+        if shipped.exists():  # a new machine continues the shipped weights
+            load_start(model, shipped)
+            print(f"continues {shipped.name} (codebooks, token models and transforms)")
+        elif v2.exists():  # trained transforms: a far better start
+            v2_intra = load_weights(v2).intra
+            intra.g_a.load_state_dict(v2_intra.g_a.state_dict())
+            intra.g_s.load_state_dict(v2_intra.g_s.state_dict())
+            print(f"g_a and g_s start from {v2.name}")
     if args.export_only:
         training.save_v2(args.export, model)
         return

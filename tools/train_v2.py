@@ -32,11 +32,12 @@ from tqdm import tqdm
 
 from nvc.gop import QualitySchedule, quality_schedule
 from nvc.lean_model import LeanVideoModel
+from nvc.model import yuv_mse
 from nvc.models.lean import BLOCK, BLOCK_SAMPLES, LeanConfig
 from nvc.models.registry import entry_by_name
 from tools import training
 from tools.datasets import SAMPLE_CLIPS, crop_packed, load_photos, random_corner
-from tools.train import rate_bpp, yuv_mse
+from tools.train import rate_bpp
 
 V2_MODEL = "lean-mc-yuv420-v2"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
