@@ -25,6 +25,8 @@ the lowest rates of small frames is a tenth of the bytes.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,15 +43,46 @@ from nvc.models.lean import HyperAnalysis, HyperSynthesis, LeanConfig, act, conv
 SPLIT_MIN_BYTES = 4096
 
 
-def deadzone_round(r: torch.Tensor, deadzone: float) -> torch.Tensor:
-    """Round to the nearest integer, except that |r| is rounded down unless its fraction exceeds
-    0.5 + `deadzone`: the dead-zone quantizer of block codecs' encoders (HEVC's HM rounds levels
-    with an offset of 1/3 in intra and 1/6 in inter blocks, a dead zone of 1/6 and 1/3), here
-    applied to the residual y - mean. Fewer and smaller symbols for a small distortion; the decoder
-    is unchanged (it reads symbols)."""
-    if deadzone == 0:
-        return torch.round(r)
-    return torch.sign(r) * torch.floor(r.abs() + (0.5 - deadzone))
+Rounding = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""How the encoder turns latent residuals into symbols: (residuals y - mean, table indexes, flat
+positions in the latent) -> integer-valued symbols. An encoder choice: the decoder reads symbols."""
+
+
+def nearest(r: torch.Tensor, indexes: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    return torch.round(r)
+
+
+def symbol_bits(v: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """-log2 of the probability of integer symbols `v` under zero-mean Gaussians of `scales`
+    integrated over [v - 1/2, v + 1/2] (the coder's tables quantize these; close enough to compare)."""
+    a = torch.erfc((v - 0.5).abs() / (scales * math.sqrt(2)))
+    b = torch.erfc((v + 0.5).abs() / (scales * math.sqrt(2)))
+    p = torch.where(v == 0, 1 - b, (a - b).abs() / 2)
+    return -torch.log2(p.clamp_min(1e-12))
+
+
+@dataclass(frozen=True)
+class RdoRounding:
+    """Rate-distortion optimised rounding (RDOQ, as HEVC encoders decide their levels: Karczewicz et
+    al., "Rate distortion optimized quantization", VCEG-AH21, 2008): each coded symbol is rounded to
+    the nearest integer or one step towards the mean, whichever costs less of
+    `weights[c]` * (v - r)^2 + bits(v), with bits from the symbol's Gaussian (its table scale) and
+    `weights[c]` the loss of a unit latent error in channel c (lambda * 255^2 times the synthesis's
+    energy per unit step, `nvc.lean_model`). Greedy: a choice's effect on later steps' parameters
+    is not counted."""
+
+    weights: torch.Tensor  # (C,)
+    scale_table: torch.Tensor  # the coder's scales by table index
+    plane: int  # H * W of the latent: a flat position's channel is position // plane
+
+    def __call__(self, r: torch.Tensor, indexes: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        near = torch.round(r)
+        toward = near - torch.sign(near)
+        scales = self.scale_table.to(r)[indexes.long()]
+        w = self.weights.to(r)[torch.div(positions, self.plane, rounding_mode="floor")]
+        added = w * ((toward - r) ** 2 - (near - r) ** 2)
+        saved = symbol_bits(near, scales) - symbol_bits(toward, scales)
+        return torch.where(saved > added, toward, near)
 
 
 def step_masks(steps: int, channels: int, height: int, width: int, device=None) -> torch.Tensor:
@@ -218,11 +251,11 @@ class MultiStepLatentCodec(nn.Module):
 
     @torch.no_grad()
     def compress(self, y: torch.Tensor, prior: tuple | None = None, steps: int | None = None,
-                 stats: dict | None = None, deadzone: float = 0.0) -> tuple[bytes, list[list[bytes]], torch.Tensor]:
+                 stats: dict | None = None, rounding: Rounding = nearest) -> tuple[bytes, list[list[bytes]], torch.Tensor]:
         """Code one latent (batch 1). Returns the hyper stream, the substreams of every step, and
         y_hat exactly as the decoder rebuilds it. `steps` overrides the schedule (1: no context);
         `stats`, when given, receives the numbers of symbols and of coded (not skipped) symbols;
-        `deadzone`: the encoder's rounding (`deadzone_round`), which the decoder need not know."""
+        `rounding`: how residuals become symbols (an encoder choice the decoder need not know)."""
         if y.size(0) != 1:
             raise ValueError("compress codes one frame at a time")
         z_stream, z_hat = bottleneck.encode(self.z_codec, self.h_a(y), self._z_tables)
@@ -234,7 +267,7 @@ class MultiStepLatentCodec(nn.Module):
         for s, plan in enumerate(self._plan(steps, *y.shape[1:])):
             pos = plan.positions.to(y.device)
             means, indexes = self.coding_parameters(s, steps, base, y_hat, pos)
-            symbols = deadzone_round(gather(y, pos) - means, deadzone)
+            symbols = rounding(gather(y, pos) - means, indexes, pos)
             coded = indexes > 0
             y_hat.view(-1).index_copy_(0, pos, torch.where(coded, symbols + means, means))
             if stats is not None:

@@ -309,7 +309,7 @@ def header_sar(sar: Fraction | tuple[int, int] | None) -> tuple[int, int]:
 
 def encoder_settings(model: str, intra_period: int) -> dict:
     """What changes a stream but not the weights: the quality schedule where it is not flat, v2's
-    dead zones, motion search weights and the format of its motion streams, PQ-MIM's sticky margins (P-frames). `nvc eval`
+    rounding weights, motion search weights and the format of its motion streams, PQ-MIM's sticky margins (P-frames). `nvc eval`
     records them with each point, so that a point coded otherwise is measured again."""
     settings = {}
     schedule = default_quality_schedule(model)
@@ -317,9 +317,9 @@ def encoder_settings(model: str, intra_period: int) -> dict:
         settings["quality_schedule"] = asdict(schedule)
     if model == "lean-mc-yuv420-v2":
         from nvc.entropy.motion import FORMAT_MARKER
-        from nvc.lean_model import INTER_DEADZONE, INTRA_DEADZONE, MOTION_LAMBDAS
+        from nvc.lean_model import MOTION_LAMBDAS, RDO_WEIGHT
 
-        settings["deadzone"] = [INTRA_DEADZONE, INTER_DEADZONE]
+        settings["rdo_weight"] = list(RDO_WEIGHT)
         settings["motion_lambdas"] = list(MOTION_LAMBDAS)
         settings["motion_format"] = FORMAT_MARKER
     if model == "pq-mim-v1" and intra_period != 1:

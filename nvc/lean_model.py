@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from nvc.container import Stream, StreamKind
 from nvc.entropy.hyperprior import single_threaded
 from nvc.entropy.motion import MotionCoder
-from nvc.entropy.multistep import MultiStepLatentCodec
+from nvc.entropy.multistep import MultiStepLatentCodec, RdoRounding
 from nvc.errors import NvcError
 from nvc.model import DecodedLatent, ModelOutput, Reconstruction, to_8bit, yuv_mse
 from nvc.models.lean import Analysis, LeanConfig, QualityGain, Synthesis
@@ -45,15 +45,14 @@ from nvc.models.motion import MotionCompensation, estimate_motion, warp_latent
 # under MOTION_LAMBDAS: 16_robotarm -0.85, 21_biker -6.14, 11_polevault -2.78, 02_cups +0.22 %;
 # BD-rate, 32x32 at every level against 16x16 from q2: -2.25, -12.21, -6.13, +0.44 %.
 MOTION_SEARCH_BLOCK = 32
-# An encoder choice (the stream is the same): dead-zone rounding of the latent residuals
-# (`nvc.entropy.multistep.deadzone_round`), wider in P-frames, as block codecs' encoders do.
-# Chosen on five training clips (`tools.rd_check --frames 8`, 02_cups 11_polevault 16_robotarm
-# 21_biker intel-one-by-one): mean BD-rate vs x265 medium +303.8 % without, +290.4 % at 0.1 / 0.1,
-# +285.6 % at 0.05 / 0.15, +295.5 % at 0.1 / 0.2 (I / P). With the quality schedule (`nvc.gop`) the
-# P-frames' dead zone went from 0.15 to 0.10 (32 frames, levels 0 2 4 6, BD-rate vs 0.15: 16_robotarm
-# -1.75, 11_polevault -0.84, 02_cups -1.35, 21_biker -1.97 %; 0.05: -2.27 / -0.10; 0.25: +6.7 / +4.6).
-INTRA_DEADZONE = 0.05
-INTER_DEADZONE = 0.10
+# An encoder choice (the stream is the same): rate-distortion optimised rounding of the latent residuals
+# (`nvc.entropy.multistep.RdoRounding`), each channel's distortion weighted this many times the loss of a
+# unit latent step through the synthesis (`unit_energy`; I, P): the measured energy undercounts what a
+# step costs (the nonlinear synthesis, the context a symbol feeds). It replaced dead-zone rounding (0.05 /
+# 0.10, HEVC's HM rounds with offsets 1/3 and 1/6). Chosen on two training clips (16 frames, q0 2 4 6),
+# BD-rate against the dead zones, 02_cups / 21_biker: I-frames alone x4 -0.83 / -0.47 %; with P x2 +1.03 /
+# +4.33, x4 -1.56 / -0.47, x8 -1.69 / -1.48 %; x16 against x8 on 02_cups +0.93 % (`tools.rd_check --rdo-weight`).
+RDO_WEIGHT = (4.0, 8.0)
 # An encoder choice (the stream is the same): the block matching's rate weight (SAD + lambda * bits,
 # `nvc.models.motion.estimate_motion`). One weight for every clip helps some and hurts others (BD-rate of
 # 48 against 128 on training clips, 16 frames: 21_biker -2.82, 11_polevault -3.34, 16_robotarm +8.90 %),
@@ -113,6 +112,32 @@ class _LeanFrameModel(nn.Module):
     def _device(self) -> torch.device:
         return self.gain.enc_gain.device
 
+    @torch.no_grad()
+    def unit_energy(self, quality: int) -> torch.Tensor:
+        """(M,): the loss units (`yuv_mse` x luma pixels) a step of +1 in one latent symbol of each channel
+        adds to the synthesis's output at this level, from an impulse at the centre of a 6x6 zero latent
+        (and, for P-frames, a mid-grey prediction). Nearly content-independent (within 0.1 % between
+        two training frames' latents; within 0.2 % of -1 steps on a 12x12 latent); cached per level."""
+        cache = self.__dict__.setdefault("_unit_energy", {})
+        if quality not in cache:
+            m, n = self.config.latent_channels, 6
+            q = torch.tensor([quality], device=self._device())
+            impulses = torch.zeros(m + 1, m, n, n, device=q.device)  # the last: no impulse
+            channels = torch.arange(m, device=q.device)
+            impulses[channels, channels, n // 2, n // 2] = 1.0
+            pred = torch.full((m + 1, 6, 8 * n, 8 * n), 0.5, device=q.device) if self.g_s.conditional else None
+            with single_threaded():
+                out = self.g_s(self.gain.unscale(impulses, q), pred)
+            sq = (out[:-1] - out[-1:]).pow(2).sum(dim=(2, 3))
+            cache[quality] = 0.75 * sq[:, :4].sum(1) + 0.5 * sq[:, 4:].sum(1)  # = yuv_mse x luma pixels
+        return cache[quality]
+
+    def rounding(self, quality: int, latent_shape: tuple[int, ...]) -> RdoRounding:
+        """The encoder's rounding of this frame type's latent at `quality` (`RDO_WEIGHT`)."""
+        weight = RDO_WEIGHT[1 if self.g_s.conditional else 0] * self.config.lambdas[quality] * 255**2
+        return RdoRounding(weight * self.unit_energy(quality), self.latent_codec.y_codec.scale_table,
+                           latent_shape[-2] * latent_shape[-1])
+
 
 class LeanIntra(_LeanFrameModel):
     def __init__(self, cfg: LeanConfig):
@@ -136,8 +161,8 @@ class LeanIntra(_LeanFrameModel):
                  stats: dict | None = None) -> tuple[list[Stream], Reconstruction]:
         """`steps` overrides the decoding schedule (1: no context); `stats` receives symbol counts."""
         q = torch.tensor([quality], device=x.device)
-        z, parts, y_hat = self.latent_codec.compress(self.gain.scale(self.g_a(x), q), steps=steps, stats=stats,
-                                                     deadzone=INTRA_DEADZONE)
+        y = self.gain.scale(self.g_a(x), q)
+        z, parts, y_hat = self.latent_codec.compress(y, steps=steps, stats=stats, rounding=self.rounding(quality, y.shape))
         return latent_streams(z, parts), replace(self.synthesize(DecodedLatent(y_hat), ref, quality), source=x)
 
     @torch.no_grad()
@@ -244,7 +269,7 @@ class LeanInter(_LeanFrameModel):
         y = self.gain.scale(self.g_a(torch.cat([x, pred], dim=1)), q)
         stats = {}
         z, parts, y_hat = self.latent_codec.compress(y, self._prior(ref.y_hat, mv), steps=steps, stats=stats,
-                                                     deadzone=INTER_DEADZONE)
+                                                     rounding=self.rounding(quality, y.shape))
         streams = [Stream(StreamKind.MOTION, 0, 0, motion)] + latent_streams(z, parts)
         rec = replace(self.synthesize(DecodedLatent(y_hat, mv), ref, quality), source=x)
         bits = 8 * sum(len(s.data) for s in streams)

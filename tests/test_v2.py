@@ -14,10 +14,12 @@ import nvc
 from nvc.codec import frame_to_tensor
 from nvc.container import FrameType, StreamKind
 from nvc.entropy.motion import MotionCoder, field_differences, field_from_differences
-from nvc.entropy import multistep
-from nvc.entropy.multistep import deadzone_round, step_masks
+from nvc.entropy import coder, multistep
+from nvc.entropy.multistep import RdoRounding, step_masks, symbol_bits
 from nvc.errors import NvcError
+from nvc.lean_model import LeanVideoModel
 from nvc.model import load_shipped
+from nvc.models.lean import LeanConfig
 from nvc.models.motion import MotionCompensation, estimate_motion, predict_packed
 from nvc.models.registry import entry_by_name
 from nvc.video import read_frames
@@ -232,9 +234,27 @@ def test_training_runs_data_parallel(tmp_path, carphone):
     assert steps == ["1", "2"]
 
 
-def test_deadzone_rounding_rounds_small_fractions_toward_zero():
-    r = torch.tensor([0.0, 0.3, 0.55, 0.62, -0.55, -0.62, 1.58, 1.7, -2.4])
-    assert torch.equal(deadzone_round(r, 0.0), torch.round(r))
-    assert deadzone_round(r, 0.1).tolist() == [0, 0, 0, 1, 0, -1, 1, 2, -2]
-    many = torch.randn(10000) * 3
-    assert (deadzone_round(many, 0.15).abs() <= torch.round(many).abs()).all()  # never a larger level
+def test_rdo_rounding_steps_towards_the_mean_only_where_the_bits_saved_outweigh_the_distortion():
+    table = coder.scale_table()
+    r = torch.tensor([0.6, 0.6, -0.6, 1.7])
+    indexes = torch.tensor([5, 60, 5, 60], dtype=torch.int32)  # narrow (scale 0.2) and wide (47) Gaussians
+    at = torch.zeros(4, dtype=torch.int64)  # every symbol in channel 0
+    # distortion free: always one step towards the mean; distortion dominant: the nearest integer
+    assert RdoRounding(torch.zeros(1), table, 1)(r, indexes, at).tolist() == [0, 0, 0, 1]
+    assert torch.equal(RdoRounding(torch.full((1,), 1e6), table, 1)(r, indexes, at), torch.round(r))
+    # in between (0.6 -> 0 adds 0.2 * 5 = 1 bit of loss): the narrow Gaussian saves 7.4 bits, the wide one none
+    assert RdoRounding(torch.full((1,), 5.0), table, 1)(r, indexes, at).tolist() == [0, 1, 0, 2]
+    # each channel's weight applies to its positions (a plane of 2: positions 0-1 channel 0, 2-3 channel 1)
+    assert RdoRounding(torch.tensor([0.0, 1e6]), table, 2)(r, indexes, torch.arange(4)).tolist() == [0, 0, -1, 2]
+    # the bits: the probabilities of a Gaussian's integers, summing to one
+    bits = symbol_bits(torch.tensor([0.0, 1.0, -1.0, 2.0]), torch.full((4,), 0.5))
+    assert bits[0] < bits[1] == bits[2] < bits[3]
+    assert abs(2 ** -bits[0] + 2 * 2 ** -bits[1] + 2 * 2 ** -bits[3] - 1) < 1e-3
+
+
+def test_rdo_rounding_weights_come_from_the_synthesis():
+    model = LeanVideoModel(LeanConfig()).eval()
+    for frame_model in (model.intra, model.inter):
+        energy = frame_model.unit_energy(2)
+        assert energy.shape == (96,) and (energy > 0).all()
+        assert frame_model.unit_energy(2) is energy  # cached per level

@@ -6,6 +6,8 @@
     python -m tools.rd_check --frames 32 --schedule-ablation CLIP...
     # small steps in one substream (`nvc.entropy.multistep.SPLIT_MIN_BYTES`) against K always
     python -m tools.rd_check --frames 32 --substream-ablation CLIP...
+    # the encoder's rounding weights (`nvc.lean_model.RDO_WEIGHT`, I and P) set otherwise
+    python -m tools.rd_check --frames 16 --rdo-weight 4 16 --json results/rdo-4-16.json CLIP...
     # held-out BD-rate against x265 for every training snapshot (does more training help?)
     python -m tools.rd_check --checkpoints runs/v2-snap/*.pt --plot results/v2-progress.png --json ... CLIP...
 
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from nvc import lean_model
 from nvc.codec import frame_to_tensor, tensor_to_frame
 from nvc.container import FramePacket, FrameType, StreamHeader
 from nvc.entropy import multistep
@@ -112,16 +115,21 @@ def main(argv=None) -> None:
                     help="also code every frame at the same level (no quality schedule) and report the BD-rate gain")
     ap.add_argument("--substream-ablation", action="store_true",
                     help="also code every step as K substreams (none merged) and report the BD-rate gain")
+    ap.add_argument("--rdo-weight", type=float, nargs=2, metavar=("I", "P"),
+                    help="the encoder's rate-distortion rounding weights (default: nvc.lean_model.RDO_WEIGHT)")
     ap.add_argument("--checkpoints", type=Path, nargs="+", help="training checkpoints to measure (default: shipped)")
     ap.add_argument("--plot", type=Path, help="with --checkpoints: BD-rate vs training step, as PNG")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
+    if args.rdo_weight:
+        lean_model.RDO_WEIGHT = tuple(args.rdo_weight)
 
     models = {f"step {torch.load(c, map_location='cpu', weights_only=True)['step']}": c for c in args.checkpoints} \
         if args.checkpoints else {V2: None}
     clips = {c.stem: read_frames(c, args.frames) for c in args.clips}
-    result = {"frames": args.frames, "intra_period": args.intra_period, "anchor": f"x265-{args.preset}", "clips": {}}
+    result = {"frames": args.frames, "intra_period": args.intra_period, "anchor": f"x265-{args.preset}",
+              "rdo_weight": list(lean_model.RDO_WEIGHT), "clips": {}}
     for name, frames in clips.items():
         anchor = x265_curve(frames, args.qps, args.intra_period, args.preset)
         entry = {"x265": anchor, "models": {}}
