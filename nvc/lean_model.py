@@ -128,8 +128,7 @@ class _LeanFrameModel(nn.Module):
             pred = torch.full((m + 1, 6, 8 * n, 8 * n), 0.5, device=q.device) if self.g_s.conditional else None
             with single_threaded():
                 out = self.g_s(self.gain.unscale(impulses, q), pred)
-            sq = (out[:-1] - out[-1:]).pow(2).sum(dim=(2, 3))
-            cache[quality] = 0.75 * sq[:, :4].sum(1) + 0.5 * sq[:, 4:].sum(1)  # = yuv_mse x luma pixels
+            cache[quality] = yuv_mse(out[:-1], out[-1:]) * 4 * out.shape[-2] * out.shape[-1]
         return cache[quality]
 
     def rounding(self, quality: int, latent_shape: tuple[int, ...]) -> RdoRounding:
