@@ -659,8 +659,8 @@ def _reconstruction(latent, backend, kind: str, *inputs: torch.Tensor | None):
     run = getattr(backend, kind)
     if backend.rounds:
         x8 = run(*inputs, as_bytes=True)
-        return Reconstruction(_from_bytes(x8).to(latent.y_hat.device), latent.y_hat, x_bytes=x8)
-    return Reconstruction(to_8bit(run(*inputs).to(latent.y_hat.device)), latent.y_hat)
+        return Reconstruction(_from_bytes(x8).to(latent.y_hat.device), latent.y_hat, x_bytes=x8, z_hat=latent.z_hat)
+    return Reconstruction(to_8bit(run(*inputs).to(latent.y_hat.device)), latent.y_hat, z_hat=latent.z_hat)
 
 
 def _synthesize_intra(self, latent, ref, quality: int):

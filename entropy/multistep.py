@@ -37,6 +37,7 @@ from torch import nn
 
 from nvc.entropy import bottleneck, coder
 from nvc.entropy.hyperprior import single_threaded
+from nvc.errors import NvcError
 from nvc.models.lean import HyperAnalysis, HyperSynthesis, LeanConfig, act, conv1, conv3
 
 
@@ -249,16 +250,33 @@ class MultiStepLatentCodec(nn.Module):
             means, scales = self.step_parameters(s if steps == self.steps else 0, base, y_hat)
         return gather(means, positions), coder.scale_indexes(gather(scales, positions), self.y_codec.scale_table)
 
+    def encode_hyper(self, y: torch.Tensor) -> tuple[bytes, torch.Tensor]:
+        """The hyper stream of a latent and the z_hat the decoder rebuilds from it."""
+        return bottleneck.encode(self.z_codec, self.h_a(y), self._z_tables)
+
+    def decode_hyper(self, z_stream: bytes, latent_shape: tuple[int, int, int],
+                     repeat: torch.Tensor | None = None) -> torch.Tensor:
+        """z_hat of a hyper stream. An empty stream repeats `repeat`: the z_hat of the reference
+        P-frame, which a P-frame of still content may reuse instead of sending its own."""
+        if not z_stream:
+            if repeat is None:
+                raise NvcError("malformed packet: an empty hyper stream with no hyper-latent to repeat")
+            return repeat
+        _, h, w = latent_shape
+        return bottleneck.decode(self.z_codec, z_stream, (1, self.z_codec.channels, h // 4, w // 4), self._z_tables)
+
     @torch.no_grad()
     def compress(self, y: torch.Tensor, prior: tuple | None = None, steps: int | None = None,
-                 stats: dict | None = None, rounding: Rounding = nearest) -> tuple[bytes, list[list[bytes]], torch.Tensor]:
+                 stats: dict | None = None, rounding: Rounding = nearest,
+                 hyper: tuple[bytes, torch.Tensor] | None = None) -> tuple[bytes, list[list[bytes]], torch.Tensor]:
         """Code one latent (batch 1). Returns the hyper stream, the substreams of every step, and
         y_hat exactly as the decoder rebuilds it. `steps` overrides the schedule (1: no context);
         `stats`, when given, receives the numbers of symbols and of coded (not skipped) symbols;
-        `rounding`: how residuals become symbols (an encoder choice the decoder need not know)."""
+        `rounding`: how residuals become symbols (an encoder choice the decoder need not know);
+        `hyper`: (stream, z_hat) to code with, default `encode_hyper(y)` ((b"", z_ref): a repeat)."""
         if y.size(0) != 1:
             raise ValueError("compress codes one frame at a time")
-        z_stream, z_hat = bottleneck.encode(self.z_codec, self.h_a(y), self._z_tables)
+        z_stream, z_hat = hyper if hyper is not None else self.encode_hyper(y)
         tables = self.tables
         steps = steps or self.steps
         y_hat = torch.zeros_like(y)
@@ -282,13 +300,15 @@ class MultiStepLatentCodec(nn.Module):
 
     @torch.no_grad()
     def decompress(self, z_stream: bytes, y_streams: list[list[bytes]], latent_shape: tuple[int, int, int],
-                   prior: tuple | None = None) -> torch.Tensor:
-        """Rebuild y_hat (1, C, H, W) from the streams; `len(y_streams)` is the number of steps."""
+                   prior: tuple | None = None, z_hat: torch.Tensor | None = None) -> torch.Tensor:
+        """Rebuild y_hat (1, C, H, W) from the streams; `len(y_streams)` is the number of steps;
+        `z_hat`: the hyper-latent when the caller decoded it (`decode_hyper`), else from `z_stream`."""
         c, h, w = latent_shape
         steps = len(y_streams)
         if steps not in (1, self.steps) or any(not 1 <= len(s) <= self.substreams for s in y_streams):
             raise ValueError(f"expected {self.steps} steps of 1 to {self.substreams} substreams")
-        z_hat = bottleneck.decode(self.z_codec, z_stream, (1, self.z_codec.channels, h // 4, w // 4), self._z_tables)
+        if z_hat is None:
+            z_hat = self.decode_hyper(z_stream, latent_shape)
         tables = self.tables
         y_hat = torch.zeros(1, c, h, w, device=z_hat.device)
         base = self.coding_base(z_hat, prior)

@@ -33,7 +33,7 @@ from nvc.models.registry import DEFAULT_MODEL, MODEL_TABLE, entry_by_name
 from nvc.models.transforms import PAD_MULTIPLE, pack_yuv420
 from nvc.atomic import AtomicPath
 from nvc.container import (END_OF_STREAM, ChromaLocation, ColorRange, ColorSpace, DamagedPacket, EntropyParameters,
-                           FramePacket, FrameType, StreamHeader, SynthesisEngine, read_packets)
+                           VERSION, FramePacket, FrameType, StreamHeader, SynthesisEngine, read_packets)
 from nvc.errors import NvcError
 from nvc.frames import YUVFrame, chroma_size
 from nvc.gop import (DEFAULT_INTRA_PERIOD, FLAT_QUALITY, QualitySchedule, ReferenceBuffer, check_intra_period, frame_type,
@@ -309,8 +309,9 @@ def header_sar(sar: Fraction | tuple[int, int] | None) -> tuple[int, int]:
 
 def encoder_settings(model: str, intra_period: int) -> dict:
     """What changes a stream but not the weights: the quality schedule where it is not flat, v2's
-    rounding weights, motion search weights and the format of its motion streams, PQ-MIM's sticky margins (P-frames). `nvc eval`
-    records them with each point, so that a point coded otherwise is measured again."""
+    rounding weights, motion search weights, the format of its motion streams and the container's
+    (version 4: compact packet fields, repeated hyper-latents), PQ-MIM's sticky margins (P-frames).
+    `nvc eval` records them with each point, so that a point coded otherwise is measured again."""
     settings = {}
     schedule = default_quality_schedule(model)
     if schedule != FLAT_QUALITY and intra_period != 1:
@@ -322,6 +323,7 @@ def encoder_settings(model: str, intra_period: int) -> dict:
         settings["rdo_weight"] = list(RDO_WEIGHT)
         settings["motion_lambdas"] = list(MOTION_LAMBDAS)
         settings["motion_format"] = FORMAT_MARKER
+        settings["container"] = VERSION
     if model == "pq-mim-v1" and intra_period != 1:
         from nvc.pq_model import STICKY_MARGINS
 

@@ -3,10 +3,10 @@
 Readable from a pipe front to back without seeking; pure Python (no torch), so that `nvc info` and
 any tool can parse a file cheaply. All fixed-size integers are big-endian.
 
-File header, format version 3 (69 bytes)::
+File header, format version 4 (69 bytes)::
 
     magic          4s  b"NVC\\x1a"
-    version        u8  3 (this module writes 3 and reads 1, 2 and 3)
+    version        u8  4 (this module writes 4 and reads 1 to 4)
     model_id       u16 id in nvc.models.registry.MODEL_TABLE (frozen; never reused)
     weights_hash   16s first 16 bytes of SHA-256 of the model's weights file
     width, height  u32 u32 luma size in pixels (any size; the codec pads and crops)
@@ -27,20 +27,24 @@ File header, format version 3 (69 bytes)::
                        graphs refuses the file); zeros for torch
     header_crc     u32 CRC32 of the bytes above
 
-Version 2 (59 bytes) is version 3 without synthesis, entropy_params and synthesis_id: read as
-torch and float.
+Version 3 has the same header; version 2 (59 bytes) is it without synthesis, entropy_params and
+synthesis_id: read as torch and float.
 
-Packet, one per frame, in decoding order::
+Packet, one per frame, in decoding order (varint: unsigned LEB128)::
 
-    length         u32 bytes that follow in this packet (0 marks the end of the stream)
-    frame_type     u8  1 = I (intra), 2 = P (predicted from the frame before it)
-    quality        u8
-    frame_index    u32
+    length         varint  bytes that follow in this packet (0 marks the end of the stream)
+    type_quality   u8  frame_type << 6 | quality  (frame_type 1 = I (intra), 2 = P (predicted
+                       from the frame before it); quality 0..63)
+    frame_index    varint
     stream_count   u8
     per stream     u8  kind << 6 | step << 3 | part   (kind: 1 motion, 2 hyper, 3 latent)
-                   varint  payload length (LEB128)
+                   varint  payload length
     crc32          u32 CRC32 of everything in the packet before it and of the payloads
     payloads       the streams' bytes, in the order listed
+
+Version 4 also lets a P-frame's hyper stream be empty: the frame reuses the hyper-latent of the
+P-frame before it (a still scene's is the same frame after frame). Versions 2 and 3 have the same
+packets with u32 length, u8 frame_type, u8 quality and u32 frame_index (7 to 8 bytes more a frame).
 
 A packet is a list of typed streams (the motion field, the hyper-latent, and one or more substreams
 per decoding step of the main latent: its parts), so that a model with more steps or other stream kinds
@@ -61,13 +65,13 @@ from typing import BinaryIO, Iterator
 from nvc.errors import NvcError
 
 MAGIC = b"NVC\x1a"
-VERSION = 3
+VERSION = 4
 _HEADER_V1 = struct.Struct(">4sBH16sIIIIBIiBB")
 _HEADER_V2 = struct.Struct(">4sBH16sIIIIBBBHHIiB")
 _HEADER = struct.Struct(">4sBH16sIIIIBBBHHIiBBB8s")
 _CRC = struct.Struct(">I")
-_PACKET_LEN = struct.Struct(">I")
-_PACKET_FIXED = struct.Struct(">BBIB")  # frame type, quality, frame index, stream count
+_PACKET_LEN_V3 = struct.Struct(">I")
+_PACKET_FIXED_V3 = struct.Struct(">BBIB")  # frame type, quality, frame index, stream count
 _PACKET_FIXED_V1 = struct.Struct(">BBII")  # frame type, quality, frame index, z length
 MAX_PACKET = 1 << 30
 
@@ -111,7 +115,7 @@ class EntropyParameters(IntEnum):
 
 
 class StreamKind(IntEnum):
-    """What a stream in a packet holds (format versions 2 and 3)."""
+    """What a stream in a packet holds (format versions 2 to 4)."""
 
     MOTION = 1  # the motion field of a P-frame
     HYPER = 2  # the hyper-latent z
@@ -177,7 +181,7 @@ class StreamHeader:
         if len(head) < len(MAGIC) + 1:
             raise NvcError("truncated file header")
         version = head[len(MAGIC)]
-        if version not in (1, 2, VERSION):
+        if version not in (1, 2, 3, VERSION):
             raise NvcError(f"unsupported .nvc format version {version} (this nvc reads versions 1 to {VERSION})")
         layout = {1: _HEADER_V1, 2: _HEADER_V2}.get(version, _HEADER)
         rest = f.read(layout.size - len(head) + _CRC.size)
@@ -239,7 +243,10 @@ class FramePacket:
     def to_bytes(self) -> bytes:
         if len(self.streams) > 255:
             raise ValueError("at most 255 streams per packet")
-        table = bytearray(_PACKET_FIXED.pack(int(self.frame_type), self.quality, self.frame_index, len(self.streams)))
+        if not (0 <= self.quality < 64 and 0 <= int(self.frame_type) < 4):
+            raise ValueError(f"frame type {int(self.frame_type)} or quality {self.quality} does not fit the format")
+        table = bytearray([int(self.frame_type) << 6 | self.quality]) + _varint(self.frame_index)
+        table.append(len(self.streams))
         for s in self.streams:
             if not (0 < s.kind < 4 and 0 <= s.step < 8 and 0 <= s.part < 8):
                 raise ValueError(f"stream {s.kind}/{s.step}/{s.part} does not fit the format")
@@ -247,7 +254,7 @@ class FramePacket:
             table += _varint(len(s.data))
         payload = b"".join(s.data for s in self.streams)
         body = bytes(table) + _CRC.pack(zlib.crc32(payload, zlib.crc32(table))) + payload
-        return _PACKET_LEN.pack(len(body)) + body
+        return _varint(len(body)) + body
 
     @property
     def size(self) -> int:
@@ -266,23 +273,27 @@ class DamagedPacket:
         return f"{self.problem} in frame {self.frame_index}"
 
 
-END_OF_STREAM = _PACKET_LEN.pack(0)
+END_OF_STREAM = _varint(0)
 
 
-def _parse_v2(body: bytes) -> tuple[int, int, int, tuple[Stream, ...]] | str:
-    """(type, quality, index, streams) of a packet body, or what is wrong with it."""
-    if len(body) < _PACKET_FIXED.size + _CRC.size:
+def _parse_v2(body: bytes, version: int) -> tuple[int, int, int, tuple[Stream, ...]] | str:
+    """(type, quality, index, streams) of a version 2 to 4 packet body, or what is wrong with it."""
+    if len(body) < (3 if version >= 4 else _PACKET_FIXED_V3.size) + _CRC.size:
         return "malformed packet"
-    ftype, quality, frame_index, count = _PACKET_FIXED.unpack_from(body)
-    pos, table = _PACKET_FIXED.size, []
+    table = []
     try:
+        if version >= 4:
+            ftype, quality = body[0] >> 6, body[0] & 63
+            frame_index, pos = _read_varint(body, 1)
+            count, pos = body[pos], pos + 1
+        else:
+            ftype, quality, frame_index, count = _PACKET_FIXED_V3.unpack_from(body)
+            pos = _PACKET_FIXED_V3.size
         for _ in range(count):
-            if pos >= len(body):
-                raise ValueError
             desc = body[pos]
             length, pos = _read_varint(body, pos + 1)
             table.append((desc, length))
-    except ValueError:
+    except (ValueError, IndexError):
         return "malformed packet"
     if pos + _CRC.size > len(body):
         return "malformed packet"
@@ -318,6 +329,22 @@ def _parse_v1(body: bytes, k: int) -> tuple[int, int, int, tuple[Stream, ...]] |
     return ftype, quality, frame_index, tuple(streams)
 
 
+def _read_packet_length(f: BinaryIO, version: int) -> int | None:
+    """The length field of the next packet (u32 before version 4, then a varint); None at the file's end."""
+    if version < 4:
+        raw = f.read(_PACKET_LEN_V3.size)
+        return _PACKET_LEN_V3.unpack(raw)[0] if len(raw) == _PACKET_LEN_V3.size else None
+    value = 0
+    for shift in range(0, 35, 7):
+        raw = f.read(1)
+        if not raw:
+            return None
+        value |= (raw[0] & 0x7F) << shift
+        if not raw[0] & 0x80:
+            return value
+    return MAX_PACKET + 1  # a varint longer than 5 bytes: no sound length
+
+
 def read_packets(f: BinaryIO, header: StreamHeader, skip_damaged: bool = False) -> Iterator[FramePacket | DamagedPacket]:
     """Packets in order; raises NvcError on truncation, corruption or a missing end mark.
 
@@ -326,12 +353,11 @@ def read_packets(f: BinaryIO, header: StreamHeader, skip_damaged: bool = False) 
     """
     index = 0
     while True:
-        raw = f.read(_PACKET_LEN.size)
-        if len(raw) < _PACKET_LEN.size:
+        length = _read_packet_length(f, header.version)
+        if length is None:
             if header.frame_count and index < header.frame_count:
                 raise NvcError(f"truncated file: frame {index} is missing (header says {header.frame_count} frames)")
             raise NvcError(f"truncated file: no end-of-stream mark after frame {index - 1}")
-        (length,) = _PACKET_LEN.unpack(raw)
         if length == 0:
             if header.frame_count and index != header.frame_count:
                 raise NvcError(f"stream ends after {index} frames but the header says {header.frame_count}")
@@ -341,7 +367,7 @@ def read_packets(f: BinaryIO, header: StreamHeader, skip_damaged: bool = False) 
         body = f.read(length)
         if len(body) < length:
             raise NvcError(f"truncated packet in frame {index}")
-        parsed = _parse_v1(body, header.substreams) if header.version == 1 else _parse_v2(body)
+        parsed = _parse_v1(body, header.substreams) if header.version == 1 else _parse_v2(body, header.version)
         if not isinstance(parsed, str):
             ftype, quality, frame_index, streams = parsed
             if ftype not in (FrameType.I, FrameType.P) or frame_index != index:

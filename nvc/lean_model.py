@@ -253,24 +253,31 @@ class LeanInter(_LeanFrameModel):
             mv = estimate_motion(cur, searched, lmbda=lmbda, block=MOTION_SEARCH_BLOCK)
             if not any(torch.equal(mv, f) for f in fields):
                 fields.append(mv)
-        codings = [self._code(x, ref, quality, mv, steps) for mv in fields]
-        streams, rec, frame_stats, _ = min(codings, key=lambda c: c[-1])
+        codings = {i: self._code(x, ref, quality, mv, steps) for i, mv in enumerate(fields)}
+        i = min(codings, key=lambda i: codings[i][-1])
+        best = codings[i]
+        if ref.z_hat is not None:  # with the reference's hyper-latent instead of its own: no hyper bytes
+            best = min(best, self._code(x, ref, quality, fields[i], steps, hyper=(b"", ref.z_hat)), key=lambda c: c[-1])
+        streams, rec, frame_stats, _ = best
         if stats is not None:
             for k, v in frame_stats.items():
                 stats[k] = stats.get(k, 0) + v
         return streams, rec
 
-    def _code(self, x: torch.Tensor, ref: Reconstruction, quality: int, mv: torch.Tensor, steps: int | None):
-        """(streams, reconstruction, latent statistics, `coding_cost`) of the frame coded with motion `mv`."""
+    def _code(self, x: torch.Tensor, ref: Reconstruction, quality: int, mv: torch.Tensor, steps: int | None,
+              hyper: tuple[bytes, torch.Tensor] | None = None):
+        """(streams, reconstruction, latent statistics, `coding_cost`) of the frame coded with motion
+        `mv` and hyper-latent `hyper` ((stream, z_hat); default: the frame's own)."""
         q = torch.tensor([quality], device=x.device)
         motion = self.motion_coder.encode(mv)
         pred = self.motion_compensation(ref.x_hat, mv)
         y = self.gain.scale(self.g_a(torch.cat([x, pred], dim=1)), q)
-        stats = {}
-        z, parts, y_hat = self.latent_codec.compress(y, self._prior(ref.y_hat, mv), steps=steps, stats=stats,
-                                                     rounding=self.rounding(quality, y.shape))
+        lc, stats = self.latent_codec, {}
+        z, z_hat = hyper if hyper is not None else lc.encode_hyper(y)
+        _, parts, y_hat = lc.compress(y, self._prior(ref.y_hat, mv), steps=steps, stats=stats,
+                                      rounding=self.rounding(quality, y.shape), hyper=(z, z_hat))
         streams = [Stream(StreamKind.MOTION, 0, 0, motion)] + latent_streams(z, parts)
-        rec = replace(self.synthesize(DecodedLatent(y_hat, mv), ref, quality), source=x)
+        rec = replace(self.synthesize(DecodedLatent(y_hat, mv, z_hat), ref, quality), source=x)
         bits = 8 * sum(len(s.data) for s in streams)
         return streams, rec, stats, coding_cost(rec.x_hat, x, bits, self.config.lambdas[quality])
 
@@ -281,8 +288,10 @@ class LeanInter(_LeanFrameModel):
         if motion is None:
             raise NvcError("malformed packet: a P-frame without a motion stream")
         mv = self.motion_coder.decode(motion, (height // 16, width // 16)).to(ref.y_hat.device)
-        y_hat = self.latent_codec.decompress(z, parts, self._latent_shape(height, width), self._prior(ref.y_hat, mv))
-        return DecodedLatent(y_hat, mv)
+        shape = self._latent_shape(height, width)
+        z_hat = self.latent_codec.decode_hyper(z, shape, ref.z_hat)
+        y_hat = self.latent_codec.decompress(z, parts, shape, self._prior(ref.y_hat, mv), z_hat)
+        return DecodedLatent(y_hat, mv, z_hat)
 
     @torch.no_grad()
     def synthesize(self, latent: DecodedLatent, ref: Reconstruction, quality: int) -> Reconstruction:
@@ -290,7 +299,7 @@ class LeanInter(_LeanFrameModel):
         with single_threaded():
             pred = self.motion_compensation(ref.x_hat, latent.mv)
             x_hat = to_8bit(self.g_s(self.gain.unscale(latent.y_hat, q), pred))
-        return Reconstruction(x_hat, latent.y_hat)
+        return Reconstruction(x_hat, latent.y_hat, z_hat=latent.z_hat)
 
     def decompress(self, streams, ref, height: int, width: int, quality: int) -> Reconstruction:
         return self.synthesize(self.decode_latent(streams, ref, height, width), ref, quality)

@@ -55,6 +55,7 @@ class Reconstruction:
     y_hat: torch.Tensor  # (1, M, H/16, W/16), quantized latent (gain-scaled domain)
     source: torch.Tensor | None = None  # encoder only: the original frame (v2 searches motion on originals)
     x_bytes: torch.Tensor | None = None  # x_hat * 255 as uint8, when the synthesis made it (int8 engines)
+    z_hat: torch.Tensor | None = None  # a v2 P-frame's hyper-latent, which the next P-frame may repeat
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class DecodedLatent:
 
     y_hat: torch.Tensor
     mv: torch.Tensor | None = None  # a P-frame's decoded motion field (v2)
+    z_hat: torch.Tensor | None = None  # a v2 P-frame's hyper-latent (kept in its `Reconstruction`)
     # Synthesis inputs that depend on the latent and motion only, made early by a deployed model's
     # `prepare_synthesis` (on the decoder's entropy thread); None: `synthesize` makes what it needs.
     prepared: dict | None = None

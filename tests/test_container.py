@@ -73,7 +73,7 @@ def test_flipped_payload_byte_names_the_frame():
         next(packets)
 
 
-@pytest.mark.parametrize("cut, message", [(10, "truncated packet in frame 1"), (4, "truncated file")])
+@pytest.mark.parametrize("cut, message", [(10, "truncated packet in frame 1"), (len(END_OF_STREAM), "truncated file")])
 def test_truncation(cut, message):
     data = stream(packet(0), packet(1)).getvalue()[: -cut]
     f = io.BytesIO(data)
@@ -99,7 +99,7 @@ def test_version_1_files_are_read_as_lists_of_streams():
     fixed = struct.pack(">BBII", 1, 3, 0, 2) + struct.pack(">2I", 3, 1)
     payload = b"zz" + b"abc" + b"d"
     packet_body = fixed + struct.pack(">I", zlib.crc32(payload, zlib.crc32(fixed))) + payload
-    f = io.BytesIO(header + struct.pack(">I", len(packet_body)) + packet_body + END_OF_STREAM)
+    f = io.BytesIO(header + struct.pack(">I", len(packet_body)) + packet_body + struct.pack(">I", 0))
     h = StreamHeader.read(f)
     assert (h.version, h.model_id, h.substreams) == (1, 2, 2)
     (p,) = list(read_packets(f, h))
@@ -117,7 +117,8 @@ def test_container_does_not_import_torch():
 
 def test_packet_crc_covers_lengths():
     raw = bytearray(packet(0).to_bytes())
-    raw[4 + 1] ^= 1  # the quality byte
+    assert raw[1] < 0x80  # a 2-byte length (a body of 128 to 16383 bytes)
+    raw[2] ^= 1  # the frame type and quality byte
     f = io.BytesIO(HEADER.to_bytes() + bytes(raw) + END_OF_STREAM)
     with pytest.raises(NvcError, match="CRC mismatch in frame 0"):
         list(read_packets(f, StreamHeader.read(f)))

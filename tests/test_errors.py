@@ -7,7 +7,7 @@ import zlib
 import pytest
 
 from nvc.cli import main
-from nvc.container import StreamHeader
+from nvc.container import StreamHeader, read_packets
 
 
 def run(capsys, *argv):
@@ -94,7 +94,9 @@ def test_truncated_nvc(tmp_path, capsys, small_nvc):
 def test_flipped_byte_names_the_frame(tmp_path, capsys, small_nvc):
     data = bytearray(small_nvc.read_bytes())
     n = header_size(data)
-    second = n + 4 + struct.unpack(">I", data[n : n + 4])[0]  # start of frame 1's packet
+    f = io.BytesIO(bytes(data))
+    first = next(read_packets(f, StreamHeader.read(f)))
+    second = n + len(first.to_bytes())  # start of frame 1's packet
     data[second + 40] ^= 0x01
     assert decode_error(tmp_path, capsys, bytes(data)) == (
         "nvc: error: CRC mismatch in frame 1; frames 1-2 cannot be decoded (no later I-frame)")
@@ -107,8 +109,8 @@ def test_wrong_magic(tmp_path, capsys, small_nvc):
 
 def test_future_version(tmp_path, capsys, small_nvc):
     data = small_nvc.read_bytes()
-    msg = decode_error(tmp_path, capsys, data[:4] + bytes([4]) + data[5:])
-    assert msg == "nvc: error: unsupported .nvc format version 4 (this nvc reads versions 1 to 3)"
+    msg = decode_error(tmp_path, capsys, data[:4] + bytes([5]) + data[5:])
+    assert msg == "nvc: error: unsupported .nvc format version 5 (this nvc reads versions 1 to 4)"
 
 
 def test_other_weights(tmp_path, capsys, small_nvc):

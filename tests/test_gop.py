@@ -110,12 +110,15 @@ def test_p_frame_entropy_decoding_is_exact_across_thread_counts(frames):
 
 def damage(path, out, frame: int) -> None:
     """Flip one payload byte of a frame's packet (after the header and `frame` packets)."""
-    from nvc.container import _CRC, _HEADER
+    import io
+
+    from nvc.container import StreamHeader, read_packets
 
     data = bytearray(path.read_bytes())
-    pos = _HEADER.size + _CRC.size
-    for _ in range(frame):
-        pos += 4 + int.from_bytes(data[pos : pos + 4], "big")
+    f = io.BytesIO(bytes(data))
+    header = StreamHeader.read(f)
+    packets = [p.to_bytes() for p in read_packets(f, header)]
+    pos = len(header.to_bytes()) + sum(len(p) for p in packets[:frame])
     data[pos + 4 + 40] ^= 0xFF
     out.write_bytes(bytes(data))
 

@@ -130,6 +130,36 @@ def test_p_frame_keeps_the_cheaper_of_its_motion_searches(model, clip, monkeypat
     assert torch.equal(model.inter.decompress(streams, ref, h, w, q).x_hat, rec.x_hat)
 
 
+def test_p_frame_may_repeat_its_references_hyper_latent(model, clip):
+    """A P-frame whose reference is a P-frame may code its latent with the reference's hyper-latent
+    (an empty hyper stream: a still scene's is the same frame after frame), if that costs less; the
+    decoder rebuilds it exactly, and refuses an empty hyper stream with no hyper-latent to repeat."""
+    from nvc.lean_model import coding_cost
+
+    h, w = clip[0].shape[-2] * 2, clip[0].shape[-1] * 2
+    q, inter = 3, model.inter
+    _, ref_i = model.intra.compress(clip[0], None, q)
+    _, ref_p = inter.compress(clip[1], ref_i, q)
+    dec_p = inter.decompress(inter.compress(clip[1], ref_i, q)[0], model.intra.decompress(
+        model.intra.compress(clip[0], None, q)[0], None, h, w, q), h, w, q)
+    assert ref_i.z_hat is None and torch.equal(dec_p.z_hat, ref_p.z_hat)
+
+    streams, rec = inter.compress(clip[2], ref_p, q)
+    mv = inter.motion_coder.decode(next(s.data for s in streams if s.kind == StreamKind.MOTION), (h // 16, w // 16))
+    own = inter._code(clip[2], ref_p, q, mv, None)
+    repeat = inter._code(clip[2], ref_p, q, mv, None, hyper=(b"", ref_p.z_hat))
+    kept = coding_cost(rec.x_hat, clip[2], 8 * sum(len(s.data) for s in streams), model.config.lambdas[q])
+    assert kept == min(own[-1], repeat[-1])  # the cheaper of the two, with the field it kept
+
+    (hyper,) = [s for s in repeat[0] if s.kind == StreamKind.HYPER]
+    assert hyper.data == b"" and len(next(s for s in own[0] if s.kind == StreamKind.HYPER).data) > 0
+    assert torch.equal(repeat[1].z_hat, ref_p.z_hat)
+    dec = inter.decompress(repeat[0], dec_p, h, w, q)
+    assert torch.equal(dec.x_hat, repeat[1].x_hat) and torch.equal(dec.z_hat, ref_p.z_hat)
+    with pytest.raises(NvcError, match="empty hyper stream"):
+        inter.decompress(repeat[0], ref_i, h, w, q)
+
+
 def test_motion_search_finds_a_translation(carphone):
     frame = frame_to_tensor(read_frames(carphone, 1)[0])
     luma = nn.functional.pixel_shuffle(frame[:, :4], 2)

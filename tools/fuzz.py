@@ -86,12 +86,11 @@ def _crop(frame, h: int, w: int):
 
 def split(data: bytes) -> tuple[bytes, list[bytes], bytes]:
     """A whole file as (header, raw packets with their length prefix, end mark)."""
-    header_size = len(StreamHeader.read(io.BytesIO(data)).to_bytes())
-    pos, packets = header_size, []
-    while (length := struct.unpack_from(">I", data, pos)[0]) != 0:
-        packets.append(data[pos : pos + 4 + length])
-        pos += 4 + length
-    return data[:header_size], packets, data[pos:]
+    f = io.BytesIO(data)
+    header = StreamHeader.read(f)
+    packets = [p.to_bytes() for p in read_packets(f, header)]  # a sound file: the bytes it was read from
+    pos = len(header.to_bytes()) + sum(map(len, packets))
+    return data[: len(header.to_bytes())], packets, data[pos:]
 
 
 # ---- mutations ------------------------------------------------------------------------------------
@@ -201,9 +200,9 @@ def _packet(rng, data, other):
     what = rng.choice(["frame_type", "quality", "frame_index", "stream_bytes", "stream_cut", "stream_extend",
                        "stream_empty", "stream_drop", "stream_dup", "stream_order", "stream_id"])
     if what == "frame_type":
-        p = replace(p, frame_type=rng.choice([0, 1, 2, 3, 255]))
+        p = replace(p, frame_type=rng.choice([0, 1, 2, 3]))  # the 2 bits of the field
     elif what == "quality":
-        p = replace(p, quality=rng.choice([0, 5, 6, 255]))
+        p = replace(p, quality=rng.choice([0, 5, 6, 63]))  # its 6 bits
     elif what == "frame_index":
         p = replace(p, frame_index=rng.choice([max(i - 1, 0), i + 1, 0, (1 << 32) - 1]))
     else:

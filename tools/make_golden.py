@@ -82,7 +82,7 @@ def latents_sha256(path: Path, implementation: str = "torch") -> str:
             h.update(latent.y_hat.float().contiguous().numpy().tobytes())
             if latent.mv is not None:
                 h.update(latent.mv.to(torch.int32).contiguous().numpy().tobytes())
-            ref = Reconstruction(None, latent.y_hat)
+            ref = Reconstruction(None, latent.y_hat, z_hat=latent.z_hat)
     return h.hexdigest()
 
 

@@ -33,7 +33,7 @@ import torch
 
 from nvc import lean_model
 from nvc.codec import frame_to_tensor, tensor_to_frame
-from nvc.container import FramePacket, FrameType, StreamHeader
+from nvc.container import END_OF_STREAM, FramePacket, FrameType, StreamHeader
 from nvc.entropy import multistep
 from nvc.evaluation.bjontegaard import bd_psnr, bd_rate
 from nvc.evaluation.codecs import X265Codec
@@ -54,7 +54,7 @@ def code_clip(model, frames, quality: int, intra_period: int, steps: int | None 
     """One RD point: bpp, PSNR-YUV, the byte split and the skipped share of the latent symbols; each
     frame at the level `schedule` gives it, as `nvc.Encoder` codes it."""
     h, w = frames[0].height, frames[0].width
-    total = len(StreamHeader(3, bytes(16), w, h, 25, 1, 0, len(frames), intra_period, quality).to_bytes()) + 4
+    total = len(StreamHeader(3, bytes(16), w, h, 25, 1, 0, len(frames), intra_period, quality).to_bytes()) + len(END_OF_STREAM)
     split, stats, psnrs, ref = {}, {}, [], None
     for i, f in enumerate(frames):
         kind = frame_type(i, intra_period)
