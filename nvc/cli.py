@@ -389,7 +389,8 @@ def cmd_info(args) -> None:
               f"chroma siting {h.chroma_location.name.lower()}, sample aspect ratio {sar}")
         graphs = f" (graphs {h.synthesis_id.hex()})" if any(h.synthesis_id) else ""
         print(f"synthesis {h.synthesis.label}{graphs}, entropy parameters {h.entropy_params.label}")
-        print("frame  type  quality     bytes  streams (kind[step.part]:bytes)")
+        legend = "; hyper:0 = the previous P-frame's" if h.version >= 4 else ""
+        print(f"frame  type  quality     bytes  streams (kind[step.part]:bytes{legend})")
         total = 0
         for p in read_packets(f, h):
             total += p.size
