@@ -318,12 +318,14 @@ def encoder_settings(model: str, intra_period: int) -> dict:
         settings["quality_schedule"] = asdict(schedule)
     if model == "lean-mc-yuv420-v2":
         from nvc.entropy.motion import FORMAT_MARKER
-        from nvc.lean_model import MOTION_LAMBDAS, RDO_WEIGHT
+        from nvc.lean_model import MOTION_LAMBDAS, RDO_WEIGHT, REPEAT_HYPER
 
         settings["rdo_weight"] = list(RDO_WEIGHT)
         settings["motion_lambdas"] = list(MOTION_LAMBDAS)
         settings["motion_format"] = FORMAT_MARKER
         settings["container"] = VERSION
+        if not REPEAT_HYPER:  # recorded only when off, so that points coded with the default stay valid
+            settings["repeat_hyper"] = False
     if model == "pq-mim-v1" and intra_period != 1:
         from nvc.pq_model import STICKY_MARGINS
 

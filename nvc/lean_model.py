@@ -63,6 +63,10 @@ RDO_WEIGHT = (4.0, 8.0)
 # -1.81 % for a third coding. BD-rate of (400, 40) against 128 (16x16 search from q2 then): 21_biker -3.20, 16_robotarm -4.17,
 # 11_polevault -3.78, 02_cups -1.47 %; P-frames take two codings to encode.
 MOTION_LAMBDAS = (400.0, 40.0)
+# An encoder choice (format 4 decodes either): a P-frame whose reference is a P-frame is also coded with
+# the reference's hyper-latent (an empty hyper stream) and keeps that coding where its training loss is
+# lower. False: never (`tools.rd_check --repeat-ablation`).
+REPEAT_HYPER = True
 
 
 def luma(x: torch.Tensor) -> torch.Tensor:
@@ -253,10 +257,10 @@ class LeanInter(_LeanFrameModel):
             mv = estimate_motion(cur, searched, lmbda=lmbda, block=MOTION_SEARCH_BLOCK)
             if not any(torch.equal(mv, f) for f in fields):
                 fields.append(mv)
-        codings = {i: self._code(x, ref, quality, mv, steps) for i, mv in enumerate(fields)}
-        i = min(codings, key=lambda i: codings[i][-1])
+        codings = [self._code(x, ref, quality, mv, steps) for mv in fields]
+        i = min(range(len(codings)), key=lambda i: codings[i][-1])
         best = codings[i]
-        if ref.z_hat is not None:  # with the reference's hyper-latent instead of its own: no hyper bytes
+        if REPEAT_HYPER and ref.z_hat is not None:  # with the reference's hyper-latent: no hyper bytes
             best = min(best, self._code(x, ref, quality, fields[i], steps, hyper=(b"", ref.z_hat)), key=lambda c: c[-1])
         streams, rec, frame_stats, _ = best
         if stats is not None:

@@ -138,10 +138,9 @@ def test_p_frame_may_repeat_its_references_hyper_latent(model, clip):
 
     h, w = clip[0].shape[-2] * 2, clip[0].shape[-1] * 2
     q, inter = 3, model.inter
-    _, ref_i = model.intra.compress(clip[0], None, q)
-    _, ref_p = inter.compress(clip[1], ref_i, q)
-    dec_p = inter.decompress(inter.compress(clip[1], ref_i, q)[0], model.intra.decompress(
-        model.intra.compress(clip[0], None, q)[0], None, h, w, q), h, w, q)
+    streams_i, ref_i = model.intra.compress(clip[0], None, q)
+    streams_p, ref_p = inter.compress(clip[1], ref_i, q)
+    dec_p = inter.decompress(streams_p, model.intra.decompress(streams_i, None, h, w, q), h, w, q)
     assert ref_i.z_hat is None and torch.equal(dec_p.z_hat, ref_p.z_hat)
 
     streams, rec = inter.compress(clip[2], ref_p, q)

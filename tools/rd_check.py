@@ -6,6 +6,8 @@
     python -m tools.rd_check --frames 32 --schedule-ablation CLIP...
     # small steps in one substream (`nvc.entropy.multistep.SPLIT_MIN_BYTES`) against K always
     python -m tools.rd_check --frames 32 --substream-ablation CLIP...
+    # P-frames that may repeat their reference's hyper-latent (`nvc.lean_model.REPEAT_HYPER`) against never
+    python -m tools.rd_check --frames 32 --repeat-ablation CLIP...
     # the encoder's rounding weights (`nvc.lean_model.RDO_WEIGHT`, I and P) set otherwise
     python -m tools.rd_check --frames 16 --rdo-weight 4 16 --json results/rdo-4-16.json CLIP...
     # held-out BD-rate against x265 for every training snapshot (does more training help?)
@@ -115,6 +117,8 @@ def main(argv=None) -> None:
                     help="also code every frame at the same level (no quality schedule) and report the BD-rate gain")
     ap.add_argument("--substream-ablation", action="store_true",
                     help="also code every step as K substreams (none merged) and report the BD-rate gain")
+    ap.add_argument("--repeat-ablation", action="store_true",
+                    help="also code with no repeated hyper-latents and report the BD-rate gain of repeating")
     ap.add_argument("--rdo-weight", type=float, nargs=2, metavar=("I", "P"),
                     help="the encoder's rate-distortion rounding weights (default: nvc.lean_model.RDO_WEIGHT)")
     ap.add_argument("--checkpoints", type=Path, nargs="+", help="training checkpoints to measure (default: shipped)")
@@ -150,13 +154,21 @@ def main(argv=None) -> None:
                 finally:
                     multistep.SPLIT_MIN_BYTES = split_min
                 row |= {"curve_k_substreams": split, "bd_rate_one_substream_vs_k": bd(split, curve)}
+            if args.repeat_ablation:
+                lean_model.REPEAT_HYPER = False
+                try:
+                    own = [code_clip(model, frames, q, args.intra_period) for q in args.qualities]
+                finally:
+                    lean_model.REPEAT_HYPER = True
+                row |= {"curve_no_repeat": own, "bd_rate_repeat_vs_none": bd(own, curve)}
             entry["models"][label] = row
             print(f"{name} {label}: BD-rate vs x265-{args.preset} {row['bd_rate_vs_x265']:+.1f} %, "
                   f"BD-PSNR {row['bd_psnr_vs_x265']:+.2f} dB"
                   + (f", multi-step vs S=1 {row['bd_rate_multistep_vs_one_step']:+.1f} %" if args.steps_ablation else "")
                   + (f", quality schedule vs flat {row['bd_rate_schedule_vs_flat']:+.1f} %" if args.schedule_ablation else "")
                   + (f", small steps in one substream vs K {row['bd_rate_one_substream_vs_k']:+.2f} %"
-                     if args.substream_ablation else ""))
+                     if args.substream_ablation else "")
+                  + (f", repeated hyper-latents vs none {row['bd_rate_repeat_vs_none']:+.2f} %" if args.repeat_ablation else ""))
             for p in curve:
                 print(f"  q{p['quality']}: {p['bpp']:.4f} bpp {p['psnr_yuv']:.2f} dB, skipped {p['skipped_share']:.1%}, "
                       + ", ".join(f"{k} {v}" for k, v in sorted(p["split"].items())))
