@@ -159,9 +159,9 @@ class StreamHeader:
     sar: tuple[int, int] = (0, 0)
     version: int = VERSION
     substreams: int = 0  # version 1 only: the fixed number of y substreams per packet
-    synthesis: SynthesisEngine = SynthesisEngine.TORCH  # version 3; torch for older files
-    entropy_params: EntropyParameters = EntropyParameters.FLOAT  # version 3; float for older files
-    synthesis_id: bytes = bytes(8)  # version 3: the int8 graphs' hash prefix (zeros for torch)
+    synthesis: SynthesisEngine = SynthesisEngine.TORCH  # version 3 on; torch for older files
+    entropy_params: EntropyParameters = EntropyParameters.FLOAT  # version 3 on; float for older files
+    synthesis_id: bytes = bytes(8)  # version 3 on: the int8 graphs' hash prefix (zeros for torch)
 
     def to_bytes(self) -> bytes:
         if self.version != VERSION:
