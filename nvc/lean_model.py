@@ -257,25 +257,31 @@ class LeanInter(_LeanFrameModel):
             mv = estimate_motion(cur, searched, lmbda=lmbda, block=MOTION_SEARCH_BLOCK)
             if not any(torch.equal(mv, f) for f in fields):
                 fields.append(mv)
-        codings = [self._code(x, ref, quality, mv, steps) for mv in fields]
+        analyses = [self._analyse(x, ref, quality, mv) for mv in fields]
+        codings = [self._code(x, ref, quality, mv, a, steps) for mv, a in zip(fields, analyses)]
         i = min(range(len(codings)), key=lambda i: codings[i][-1])
         best = codings[i]
         if REPEAT_HYPER and ref.z_hat is not None:  # with the reference's hyper-latent: no hyper bytes
-            best = min(best, self._code(x, ref, quality, fields[i], steps, hyper=(b"", ref.z_hat)), key=lambda c: c[-1])
+            repeat = self._code(x, ref, quality, fields[i], analyses[i], steps, hyper=(b"", ref.z_hat))
+            best = min(best, repeat, key=lambda c: c[-1])
         streams, rec, frame_stats, _ = best
         if stats is not None:
             for k, v in frame_stats.items():
                 stats[k] = stats.get(k, 0) + v
         return streams, rec
 
-    def _code(self, x: torch.Tensor, ref: Reconstruction, quality: int, mv: torch.Tensor, steps: int | None,
-              hyper: tuple[bytes, torch.Tensor] | None = None):
-        """(streams, reconstruction, latent statistics, `coding_cost`) of the frame coded with motion
-        `mv` and hyper-latent `hyper` ((stream, z_hat); default: the frame's own)."""
+    def _analyse(self, x: torch.Tensor, ref: Reconstruction, quality: int, mv: torch.Tensor) -> tuple[bytes, torch.Tensor]:
+        """(motion stream, latent y) of the frame predicted with motion `mv`: what every coding of the
+        frame with that field shares."""
         q = torch.tensor([quality], device=x.device)
-        motion = self.motion_coder.encode(mv)
         pred = self.motion_compensation(ref.x_hat, mv)
-        y = self.gain.scale(self.g_a(torch.cat([x, pred], dim=1)), q)
+        return self.motion_coder.encode(mv), self.gain.scale(self.g_a(torch.cat([x, pred], dim=1)), q)
+
+    def _code(self, x: torch.Tensor, ref: Reconstruction, quality: int, mv: torch.Tensor,
+              analysis: tuple[bytes, torch.Tensor], steps: int | None, hyper: tuple[bytes, torch.Tensor] | None = None):
+        """(streams, reconstruction, latent statistics, `coding_cost`) of the frame coded with motion
+        `mv` (`analysis`: its `_analyse`) and hyper-latent `hyper` ((stream, z_hat); default: the frame's own)."""
+        motion, y = analysis
         lc, stats = self.latent_codec, {}
         z, z_hat = hyper if hyper is not None else lc.encode_hyper(y)
         _, parts, y_hat = lc.compress(y, self._prior(ref.y_hat, mv), steps=steps, stats=stats,

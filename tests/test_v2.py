@@ -145,8 +145,9 @@ def test_p_frame_may_repeat_its_references_hyper_latent(model, clip):
 
     streams, rec = inter.compress(clip[2], ref_p, q)
     mv = inter.motion_coder.decode(next(s.data for s in streams if s.kind == StreamKind.MOTION), (h // 16, w // 16))
-    own = inter._code(clip[2], ref_p, q, mv, None)
-    repeat = inter._code(clip[2], ref_p, q, mv, None, hyper=(b"", ref_p.z_hat))
+    analysis = inter._analyse(clip[2], ref_p, q, mv)
+    own = inter._code(clip[2], ref_p, q, mv, analysis, None)
+    repeat = inter._code(clip[2], ref_p, q, mv, analysis, None, hyper=(b"", ref_p.z_hat))
     kept = coding_cost(rec.x_hat, clip[2], 8 * sum(len(s.data) for s in streams), model.config.lambdas[q])
     assert kept == min(own[-1], repeat[-1])  # the cheaper of the two, with the field it kept
 
