@@ -77,7 +77,7 @@ class FrameDecoder:
             # count flipped by one thread while the other computes would break that.
             torch.set_num_threads(1)
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="nvc-entropy")
-        self._latent_ref: tuple[int, DecodedLatent] | None = None  # entropy side
+        self._latent_ref: tuple[int, Reconstruction] | None = None  # entropy side: latents only, no pixels
         self._pixel_ref: tuple[int, Reconstruction] | None = None  # synthesis side
         self._pending: Future | None = None
 
@@ -96,7 +96,7 @@ class FrameDecoder:
                     raise NvcError(f"frame {index} is a P-frame, but this model codes I-frames only")
                 if self._latent_ref is None or self._latent_ref[0] != index - 1:
                     raise NvcError(f"frame {index} is a P-frame and its reference, frame {index - 1}, was not decoded")
-                ref = Reconstruction(None, self._latent_ref[1].y_hat, z_hat=self._latent_ref[1].z_hat)
+                ref = self._latent_ref[1]
             if not 0 <= packet.quality < self.model.config.quality_levels:
                 raise NvcError(f"invalid quality {packet.quality} in frame {index}")
             t0 = time.perf_counter()
@@ -114,7 +114,7 @@ class FrameDecoder:
         except NvcError:
             self._latent_ref = None
             raise
-        self._latent_ref = (index, latent)
+        self._latent_ref = (index, Reconstruction(None, latent.y_hat, z_hat=latent.z_hat))
         return packet, latent
 
     def _synthesis(self, entropy: Future | tuple, index: int) -> list[DecodedFrame]:

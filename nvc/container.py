@@ -44,7 +44,7 @@ Packet, one per frame, in decoding order (varint: unsigned LEB128)::
 
 Version 4 also lets a P-frame's hyper stream be empty: the frame reuses the hyper-latent of the
 P-frame before it (a still scene's is the same frame after frame). Versions 2 and 3 have the same
-packets with u32 length, u8 frame_type, u8 quality and u32 frame_index (7 to 8 bytes more a frame).
+packets with u32 length, u8 frame_type, u8 quality and u32 frame_index (4 to 7 bytes more a frame).
 
 A packet is a list of typed streams (the motion field, the hyper-latent, and one or more substreams
 per decoding step of the main latent: its parts), so that a model with more steps or other stream kinds
@@ -334,14 +334,14 @@ def _read_packet_length(f: BinaryIO, version: int) -> int | None:
     if version < 4:
         raw = f.read(_PACKET_LEN_V3.size)
         return _PACKET_LEN_V3.unpack(raw)[0] if len(raw) == _PACKET_LEN_V3.size else None
-    value = 0
-    for shift in range(0, 35, 7):
-        raw = f.read(1)
-        if not raw:
+    raw = b""
+    while len(raw) < 5:
+        byte = f.read(1)
+        if not byte:
             return None
-        value |= (raw[0] & 0x7F) << shift
-        if not raw[0] & 0x80:
-            return value
+        raw += byte
+        if not byte[0] & 0x80:
+            return _read_varint(raw, 0)[0]
     return MAX_PACKET + 1  # a varint longer than 5 bytes: no sound length
 
 
