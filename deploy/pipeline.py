@@ -31,6 +31,7 @@ from typing import Any, Callable
 import torch
 
 from nvc.container import DamagedPacket, FramePacket, FrameType
+from nvc.entropy.coder import stream_format
 from nvc.errors import NvcError
 from nvc.model import DecodedLatent, Reconstruction
 
@@ -52,7 +53,8 @@ class FrameDecoder:
     """Packets in decoding order -> `DecodedFrame`s in the same order (see the module docstring).
 
     `output`, if given, turns each reconstruction into the caller's frame (crop, colour conversion)
-    on the caller's thread; its result is `DecodedFrame.frame`.
+    on the caller's thread; its result is `DecodedFrame.frame`. `compact_streams`: the form of the
+    file's rANS substreams (its header's `compact_streams`).
 
     `timings` (dict[str, float]): seconds spent so far in each stage, summed over frames, wall clock:
     "entropy" (`decode_latent`: entropy parameters and symbol decoding, with the motion field; on
@@ -64,8 +66,9 @@ class FrameDecoder:
     """
 
     def __init__(self, model, height: int, width: int, pipelined: bool = False,
-                 output: Callable[[Reconstruction], Any] | None = None):
+                 output: Callable[[Reconstruction], Any] | None = None, compact_streams: bool = True):
         self.model = model
+        self.compact_streams = compact_streams
         self.height, self.width = height, width  # the padded (coded) luma size
         self.output = output
         self.timings: dict[str, float] = dict.fromkeys(STAGES, 0.0)
@@ -102,7 +105,8 @@ class FrameDecoder:
             t0 = time.perf_counter()
             try:
                 frame_model = self._frame_model(packet.frame_type)
-                latent = frame_model.decode_latent(list(packet.streams), ref, self.height, self.width)
+                with stream_format(self.compact_streams):
+                    latent = frame_model.decode_latent(list(packet.streams), ref, self.height, self.width)
                 if hasattr(frame_model, "prepare_synthesis"):  # a deployed model's latent-side synthesis work
                     latent = frame_model.prepare_synthesis(latent, packet.quality)
             except NvcError as e:  # a stream the model found malformed

@@ -7,19 +7,24 @@ Index 0 is the skip class: symbols whose predicted scale is at most `scale_table
 at all, in the encoder and the decoder alike (DCVC-RT skips scale <= 0.12).
 
 The coder behind `encode` / `decode` is the native rANS of `nvc.entropy.native` (GIL released,
-substreams on threads); its bytes are exactly those of CompressAI's rANS (`compressai.ans`), which
-is the fallback when the extension is not built and the reference it is tested against.
+substreams on threads). Its streams come in two forms (`stream_format`): *compact*, what container
+version 5 on holds (the state starts at 1 rather than 2^31 and a stream that is only its final
+state keeps its significant bytes: ~3 bytes less a substream, 3-7 for one that is its state alone), and the form of
+versions 1-4, exactly the bytes of CompressAI's rANS (`compressai.ans`), the reference it is tested
+against. Without the extension, `nvc.entropy.pyrans` codes compact streams and CompressAI the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from nvc.entropy import native
+from nvc.entropy import native, pyrans
 from nvc.errors import NvcError
 
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.12, 64.0, 64
@@ -80,13 +85,39 @@ def _pad_single(values: np.ndarray, fill: int) -> np.ndarray:
     return np.concatenate([values, np.full(1, fill, values.dtype)]) if values.size == 1 else values
 
 
+class _StreamFormat(threading.local):
+    compact = True  # what this thread codes: compact streams unless a decoder of an older file says not
+
+
+_FORMAT = _StreamFormat()
+
+
+def compact_streams() -> bool:
+    """Whether this thread's substreams are compact (container version 5 on)."""
+    return _FORMAT.compact
+
+
+@contextlib.contextmanager
+def stream_format(compact: bool):
+    """Code this thread's substreams compact (container version >= 5) or as versions 1-4 did, within
+    the block: a decoder sets it from the file's header around its entropy decoding."""
+    previous, _FORMAT.compact = _FORMAT.compact, compact
+    try:
+        yield
+    finally:
+        _FORMAT.compact = previous
+
+
 def encode(symbols: np.ndarray, indexes: np.ndarray, tables: CdfTables) -> bytes:
     """Code int32 `symbols` with per-symbol table `indexes` (both 1-D); empty input -> b""."""
     if symbols.size == 0:
         return b""
     symbols, indexes = _pad_single(symbols, 0), _pad_single(indexes, int(indexes[0]))
+    compact = compact_streams()
     if tables.native is not None:
-        return native.encode(symbols, indexes, tables.native)
+        return native.encode(symbols, indexes, tables.native, compact)
+    if compact:
+        return pyrans.encode(symbols, indexes, tables, compact)
     from compressai.ans import RansEncoder
 
     return RansEncoder().encode_with_indexes(symbols.astype(np.int32).tolist(), indexes.astype(np.int32).tolist(),
@@ -99,15 +130,18 @@ def decode(data: bytes, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
         if data:
             raise NvcError("unexpected data in an empty substream")
         return np.zeros(0, np.int32)
-    if len(data) < 4:
+    compact = compact_streams()
+    if len(data) < 4 and not compact:
         raise NvcError("truncated substream")
     n = indexes.size
     indexes = _pad_single(indexes, int(indexes[0]))
-    if tables.native is not None:
-        try:
-            return native.decode(data, indexes, tables.native)[:n]
-        except ValueError as e:
-            raise NvcError(f"corrupt substream ({e})") from None
+    try:
+        if tables.native is not None:
+            return native.decode(data, indexes, tables.native, compact)[:n]
+        if compact:
+            return pyrans.decode(data, indexes, tables, compact)[:n]
+    except ValueError as e:
+        raise NvcError(f"corrupt substream ({e})") from None
     from compressai.ans import RansDecoder
 
     values = RansDecoder().decode_with_indexes(data, indexes.astype(np.int32).tolist(), tables.cdfs, tables.lengths,

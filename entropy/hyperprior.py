@@ -111,15 +111,15 @@ class HyperpriorLatentCodec(nn.Module):
         """Code one latent (batch 1); also return y_hat exactly as the decoder will rebuild it."""
         if y.size(0) != 1:
             raise ValueError("compress codes one frame at a time")
-        z = self.h_a(y)
-        z_stream = self.z_codec.compress(z)[0]
-        # Derive the parameters from the decoded z_hat, as the decoder does.
-        z_hat = self.z_codec.decompress([z_stream], z.shape[-2:])
+        z_stream, z_hat = bottleneck.encode(self.z_codec, self.h_a(y), self._z_tables)
         with single_threaded():
             means, scales = self._entropy_parameters(z_hat, prior)
         indexes = self.scale_indexes(scales)
-        y_streams = tuple(
-            self.y_codec.compress(y[:, g], indexes[:, g], means[:, g])[0]
+        gc = self.y_codec
+        tables = self._y_tables.get(gc._quantized_cdf, gc._cdf_length, gc._offset)
+        y_streams = tuple(  # CompressAI's GaussianConditional.compress, through nvc.entropy.coder
+            coder.encode(torch.round(y[:, g] - means[:, g]).int().flatten().cpu().numpy(),
+                         indexes[:, g].flatten().cpu().numpy(), tables)
             for g in self._groups(y.size(1))
         )
         y_hat = self.y_codec.quantize(y, "dequantize", means)

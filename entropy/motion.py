@@ -53,7 +53,7 @@ import torch
 from compressai._CXX import pmf_to_quantized_cdf
 from torch import nn
 
-from nvc.entropy import coder, native
+from nvc.entropy import coder, native, pyrans
 from nvc.errors import NvcError
 
 ALL_ZERO = 0xFF
@@ -214,24 +214,37 @@ def mode_tables() -> coder.CdfTables:
     return coder.CdfTables(rows, [len(r) for r in rows], [ZERO] * len(rows))
 
 
-def decode_motion_python(data: bytes, h: int, w: int, res_rows: list[int], tables: coder.CdfTables) -> np.ndarray:
-    """`nvc.entropy.native.decode_motion` without the extension: CompressAI's rANS decoder, the
-    modes one symbol at a time."""
-    if len(data) < 8:
-        raise NvcError("truncated motion stream")
-    from compressai.ans import RansDecoder
+def decode_motion_python(data: bytes, h: int, w: int, res_rows: list[int], tables: coder.CdfTables,
+                         compact: bool) -> np.ndarray:
+    """`nvc.entropy.native.decode_motion` without the extension, the modes one symbol at a time:
+    `nvc.entropy.pyrans` for a compact stream, CompressAI's rANS decoder for the older form."""
+    if compact:
+        decoder = pyrans.Decoder(data, compact)
 
-    decoder, modes = RansDecoder(), np.zeros((h, w), np.int32)
-    decoder.set_stream(data)
+        def decode_row(r: int, n: int) -> list[int]:
+            return [decoder.symbol(tables, r) for _ in range(n)]
+    else:
+        if len(data) < 8:
+            raise ValueError("truncated motion stream")
+        from compressai.ans import RansDecoder
+
+        decoder = RansDecoder()
+        decoder.set_stream(data)
+
+        def decode_row(r: int, n: int) -> list[int]:
+            return decoder.decode_stream([r] * n, tables.cdfs, tables.lengths, tables.offsets)
+    modes = np.zeros((h, w), np.int32)
     cls = {EXPLICIT: 1, MEDIAN: 2}
     for y in range(h):
         for x in range(w):
             context = 4 * cls.get(modes[y, x - 1], 3) * (x > 0) + cls.get(modes[y - 1, x], 3) * (y > 0)
-            modes[y, x] = decoder.decode_stream([int(context)], tables.cdfs, tables.lengths, tables.offsets)[0]
+            modes[y, x] = decode_row(int(context), 1)[0]
     n = int((modes == EXPLICIT).sum())
     if n == 0:
         raise NvcError("malformed motion stream (no explicit vector)")
-    values = [decoder.decode_stream([r] * n, tables.cdfs, tables.lengths, tables.offsets) for r in res_rows]
+    values = [decode_row(r, n) for r in res_rows]
+    if compact:
+        decoder.finish()
     return np.concatenate([modes.reshape(-1)] + [np.asarray(v, np.int32) for v in values])
 
 
@@ -342,14 +355,14 @@ class MotionCoder(nn.Module):
             raise NvcError("malformed motion stream")
         h, w = (-(-n // (1 << grid)) for n in shape)
         rows = [MODE_ROWS + data[1 + c] for c in coded]
-        tables = self._motion_tables()
-        if tables.native is not None:
-            try:
-                out = native.decode_motion(data[3:], h, w, rows, tables.native)
-            except ValueError as e:
-                raise NvcError(f"corrupt motion stream ({e})") from None
-        else:
-            out = decode_motion_python(data[3:], h, w, rows, tables)
+        tables, compact = self._motion_tables(), coder.compact_streams()
+        try:
+            if tables.native is not None:
+                out = native.decode_motion(data[3:], h, w, rows, tables.native, compact)
+            else:
+                out = decode_motion_python(data[3:], h, w, rows, tables, compact)
+        except ValueError as e:
+            raise NvcError(f"corrupt motion stream ({e})") from None
         modes = out[: h * w].reshape(h, w)
         residuals = np.zeros(((len(out) - h * w) // len(coded), 2), np.int64)
         residuals[:, coded] = out[h * w :].reshape(len(coded), -1).T

@@ -19,8 +19,8 @@ multi-step context (what the BD-rate gain of the context is measured against).
 Each step's symbols are coded as up to K substreams (`LeanConfig.substreams`, channel groups) that
 a decoder may decode in parallel; a step whose K substreams would total under SPLIT_MIN_BYTES is
 coded as one instead (an encoder choice the packet's stream list shows): every rANS substream ends
-with its 8-byte state, padded to whole 32-bit words, and a packet names each substream, which at
-the lowest rates of small frames is a tenth of the bytes.
+with its state (8 bytes once it has emitted a word; whole 32-bit words) and a packet names each
+substream, which at the lowest rates of small frames is a tenth of the bytes.
 """
 
 from __future__ import annotations

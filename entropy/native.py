@@ -1,7 +1,9 @@
 """Native rANS coder (`nvc.entropy._rans`, built from entropy/rans.cpp): the interface of
 `nvc.entropy.coder` on numpy arrays, without the GIL, and with many substreams on threads.
 
-The bytes are CompressAI's (`RansEncoder.encode_with_indexes` / `RansDecoder.decode_with_indexes`):
+The bytes are CompressAI's (`RansEncoder.encode_with_indexes` / `RansDecoder.decode_with_indexes`),
+or with `compact` those of container version 5 on (the state starts at 1, not 2^31; a stream that is
+only its final state keeps its significant bytes):
 rANS (Duda 2013, arXiv:1311.2540) with ryg_rans' 64-bit state, 32-bit little-endian words and
 16-bit CDFs; values outside a CDF row code its escape symbol followed by 4-bit bypass digits. A
 stream is [state low word, state high word, renormalisation words]; entropy/rans.cpp describes the
@@ -71,24 +73,28 @@ def _i32(a) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int32).reshape(-1)
 
 
-def encode(symbols: np.ndarray, indexes: np.ndarray, tables: NativeTables) -> bytes:
-    """Code int32 `symbols` with per-symbol table `indexes` (both 1-D); empty input -> b""."""
-    return _lib().encode(_i32(symbols), _i32(indexes), *tables._args())
+def encode(symbols: np.ndarray, indexes: np.ndarray, tables: NativeTables, compact: bool = False) -> bytes:
+    """Code int32 `symbols` with per-symbol table `indexes` (both 1-D); empty input -> b"".
+    `compact`: the stream of container version 5 on (`nvc.entropy.coder`), else CompressAI's bytes."""
+    return _lib().encode(_i32(symbols), _i32(indexes), *tables._args(), compact)
 
 
-def decode(data: bytes, indexes: np.ndarray, tables: NativeTables) -> np.ndarray:
-    """The symbols of `encode`, given the same indexes (int32 array)."""
-    return _lib().decode(data, _i32(indexes), *tables._args())
+def decode(data: bytes, indexes: np.ndarray, tables: NativeTables, compact: bool = False) -> np.ndarray:
+    """The symbols of `encode`, given the same indexes (int32 array) and form."""
+    return _lib().decode(data, _i32(indexes), *tables._args(), compact)
 
 
-def encode_many(symbols: list, indexes: list, tables: NativeTables, threads: int = 1) -> list[bytes]:
+def encode_many(symbols: list, indexes: list, tables: NativeTables, threads: int = 1,
+                compact: bool = False) -> list[bytes]:
     """Independent substreams, coded on up to `threads` threads."""
-    return _lib().encode_many([_i32(s) for s in symbols], [_i32(i) for i in indexes], *tables._args(), threads)
+    return _lib().encode_many([_i32(s) for s in symbols], [_i32(i) for i in indexes], *tables._args(), threads,
+                              compact)
 
 
-def decode_many(data: list, indexes: list, tables: NativeTables, threads: int = 1) -> list[np.ndarray]:
+def decode_many(data: list, indexes: list, tables: NativeTables, threads: int = 1,
+                compact: bool = False) -> list[np.ndarray]:
     """Independent substreams, decoded on up to `threads` threads."""
-    return _lib().decode_many(list(data), [_i32(i) for i in indexes], *tables._args(), threads)
+    return _lib().decode_many(list(data), [_i32(i) for i in indexes], *tables._args(), threads, compact)
 
 
 def scale_indexes(values: np.ndarray, boundaries: np.ndarray) -> np.ndarray:
@@ -104,8 +110,9 @@ def motion_field(modes: np.ndarray, residuals: np.ndarray) -> np.ndarray:
     return out.reshape(2, *modes.shape)
 
 
-def decode_motion(data: bytes, h: int, w: int, res_rows: list[int], tables: NativeTables) -> np.ndarray:
+def decode_motion(data: bytes, h: int, w: int, res_rows: list[int], tables: NativeTables,
+                  compact: bool = False) -> np.ndarray:
     """A motion stream's symbols (`nvc.entropy.motion`): h*w merge modes coded in raster order, each
     with row 4 * class(left) + class(top) of `tables`, then one residual per EXPLICIT block for each
     row of `res_rows`; int32, modes first. ValueError if the stream is corrupt."""
-    return _lib().decode_motion(data, h, w, _i32(res_rows), *tables._args())
+    return _lib().decode_motion(data, h, w, _i32(res_rows), *tables._args(), compact)

@@ -1,5 +1,5 @@
 /* nvc.entropy._rans: table-driven rANS coder, byte-compatible with CompressAI's
- * RansEncoder.encode_with_indexes / RansDecoder.decode_with_indexes.
+ * RansEncoder.encode_with_indexes / RansDecoder.decode_with_indexes, and its compact form.
  *
  * Coder: rANS (J. Duda, "Asymmetric numeral systems", arXiv:1311.2540, 2013) with the 64-bit state
  * and 32-bit renormalisation of F. Giesen's ryg_rans (rans64.h), as used by CompressAI.
@@ -11,6 +11,12 @@
  *       [x_lo, x_hi, words in reverse order of emission]
  *     so the decoder reads it front to back, symbols first to last, and ends with x = L exactly
  *     after consuming every word (this decoder checks both; CompressAI does not).
+ *   - compact streams (container version 5 on; `compact` arguments): the encoder starts at x = 1, so
+ *     the state holds the first ~31 bits of information that L wasted (~3 bytes a stream less). The
+ *     decoder reads a word below L only while words remain: the symbols coded before the first
+ *     emission (x still below L) come last and find none, and it ends at x = 1. x = 0 never occurs
+ *     (coding maps x >= 1 to x >= 1), so a decoder that meets it has a damaged stream. A stream that
+ *     emitted nothing is x alone in its significant bytes (1..8): a length of at most 8 means no words.
  *   - a table symbol s of row r (CDF c, 16-bit precision, c[0] = 0, c[len - 1] = 2^16) codes as
  *     x -> (x / f << 16) + x % f + c[s] with f = c[s + 1] - c[s]; the decoder finds s from the
  *     slot x & 0xffff with c[s] <= slot < c[s + 1].
@@ -105,11 +111,22 @@ inline uint32_t load32(const uint8_t* p) {
 
 const char* const kTruncated = "truncated or corrupt stream (read past the end)";
 
+// The encoder's initial state, which the decoder must end at: L (CompressAI's streams) or 1 (compact).
+inline uint64_t initial_state(bool compact) { return compact ? 1 : kRansL; }
+
 // The decoder's side of one substream: the state and the words still to read.
 class Reader {
  public:
   // "" or what is wrong with the stream's first 8 bytes.
-  std::string start(const uint8_t* data, size_t nbytes) {
+  std::string start(const uint8_t* data, size_t nbytes, bool compact) {
+    compact_ = compact;
+    if (compact && nbytes <= 8) {  // the final state alone, in its significant bytes
+      uint8_t state[8] = {};
+      std::memcpy(state, data, nbytes);
+      x_ = load32(state) | static_cast<uint64_t>(load32(state + 4)) << 32;
+      p_ = end_ = data + nbytes;
+      return "";
+    }
     if (nbytes < 8 || nbytes % 4) return "truncated stream (length must be a multiple of 4, at least 8)";
     p_ = data + 8, end_ = data + nbytes;
     x_ = load32(data) | static_cast<uint64_t>(load32(data + 4)) << 32;
@@ -124,11 +141,7 @@ class Reader {
     while (cdf[s + 1] <= slot) ++s;  // stops at the row's last entry (2^16) at the latest
     const uint32_t start = cdf[s];
     x_ = (cdf[s + 1] - start) * (x_ >> kPrecision) + slot - start;
-    if (x_ < kRansL) {
-      if (p_ == end_) return kTruncated;
-      x_ = x_ << 32 | load32(p_);
-      p_ += 4;
-    }
+    if (!renormalise()) return kTruncated;
     int64_t value = s;
     if (static_cast<int32_t>(s) == t.escape[r]) {
       uint32_t v;
@@ -156,7 +169,7 @@ class Reader {
   // "" when every word was read and the state is back at its start, as after a whole stream.
   std::string finish() const {
     if (p_ != end_) return "corrupt stream (data left after the last symbol)";
-    if (x_ != kRansL) return "corrupt stream (bad final state)";
+    if (x_ != initial_state(compact_)) return "corrupt stream (bad final state)";
     return "";
   }
 
@@ -164,8 +177,15 @@ class Reader {
   bool bits(uint32_t& v) {  // one bypass digit
     v = static_cast<uint32_t>(x_) & kBypassMax;
     x_ >>= kBypassBits;
+    return renormalise();
+  }
+
+  // Reads a word where the encoder emitted one: below L, while words remain. A compact stream's
+  // state is below L, with no word left to read, for the symbols coded before its first emission
+  // (but never 0). False: a damaged stream.
+  bool renormalise() {
     if (x_ < kRansL) {
-      if (p_ == end_) return false;
+      if (p_ == end_) return compact_ && x_ != 0;
       x_ = x_ << 32 | load32(p_);
       p_ += 4;
     }
@@ -175,13 +195,14 @@ class Reader {
   const uint8_t* p_ = nullptr;
   const uint8_t* end_ = nullptr;
   uint64_t x_ = 0;
+  bool compact_ = false;
 };
 
 std::string decode_stream(const Tables& t, const uint8_t* data, size_t nbytes, const int32_t* idx,
-                          size_t n, int32_t* out) {
+                          size_t n, int32_t* out, bool compact) {
   if (n == 0) return nbytes ? "data for an empty substream" : "";
   Reader reader;
-  std::string error = reader.start(data, nbytes);
+  std::string error = reader.start(data, nbytes, compact);
   if (!error.empty()) return error;
   for (size_t i = 0; i < n; ++i) {
     const uint32_t r = static_cast<uint32_t>(idx[i]);  // read once: the array may change under us
@@ -191,13 +212,14 @@ std::string decode_stream(const Tables& t, const uint8_t* data, size_t nbytes, c
   return reader.finish();
 }
 
-// Codes n symbols into `words` (the finished stream, as 32-bit words).
+// Codes n symbols into `words`; the finished stream is the first `nbytes` bytes of them.
 std::string encode_stream(const Tables& t, const int32_t* sym, const int32_t* idx, size_t n,
-                          std::vector<uint32_t>& words) {
+                          std::vector<uint32_t>& words, size_t& nbytes, bool compact) {
   words.clear();
+  nbytes = 0;
   if (n == 0) return "";
   words.reserve(n / 8 + 16);
-  uint64_t x = kRansL;
+  uint64_t x = initial_state(compact);
   auto put = [&](uint32_t start, uint32_t freq) {
     if (x >= ((kRansL >> kPrecision) << 32) * freq) {
       words.push_back(static_cast<uint32_t>(x));
@@ -231,9 +253,13 @@ std::string encode_stream(const Tables& t, const int32_t* sym, const int32_t* id
     const uint32_t* cdf = &t.cdf[static_cast<size_t>(r) * t.stride];
     put(cdf[value], cdf[value + 1] - cdf[value]);
   }
+  const bool state_only = words.empty();
   words.push_back(static_cast<uint32_t>(x >> 32));
   words.push_back(static_cast<uint32_t>(x));
   std::reverse(words.begin(), words.end());
+  nbytes = words.size() * 4;
+  if (compact && state_only)  // the state alone: its significant bytes
+    for (nbytes = 0; nbytes < 8 && x >> (8 * nbytes); ++nbytes) {}
   return "";
 }
 
@@ -319,7 +345,7 @@ bool raise_errors(const std::vector<std::string>& errors, bool many) {
 
 // Encodes streams[i] = (symbols, indexes); returns a new list of bytes or nullptr.
 PyObject* encode_impl(const std::vector<PyObject*>& symbols, const std::vector<PyObject*>& indexes,
-                      PyObject* c, PyObject* l, PyObject* o, int threads, bool many) {
+                      PyObject* c, PyObject* l, PyObject* o, int threads, bool many, bool compact) {
   if (symbols.size() != indexes.size()) {
     PyErr_SetString(PyExc_ValueError, "need as many index arrays as symbol arrays");
     return nullptr;
@@ -337,6 +363,7 @@ PyObject* encode_impl(const std::vector<PyObject*>& symbols, const std::vector<P
   }
   Tables t;
   std::vector<std::vector<uint32_t>> words(n);
+  std::vector<size_t> nbytes(n);
   std::vector<std::string> errors(n);
   std::string table_error;
   Py_BEGIN_ALLOW_THREADS
@@ -345,7 +372,7 @@ PyObject* encode_impl(const std::vector<PyObject*>& symbols, const std::vector<P
     if (table_error.empty())
       parallel_for(n, threads, [&](size_t i) {
         try {
-          errors[i] = encode_stream(t, sym[i].i32(), idx[i].i32(), sym[i].size(), words[i]);
+          errors[i] = encode_stream(t, sym[i].i32(), idx[i].i32(), sym[i].size(), words[i], nbytes[i], compact);
         } catch (...) {
           errors[i] = "out of memory";
         }
@@ -362,7 +389,7 @@ PyObject* encode_impl(const std::vector<PyObject*>& symbols, const std::vector<P
   PyObject* result = PyList_New(static_cast<Py_ssize_t>(n));
   for (size_t i = 0; result && i < n; ++i) {
     PyObject* b = PyBytes_FromStringAndSize(reinterpret_cast<const char*>(words[i].data()),
-                                            static_cast<Py_ssize_t>(words[i].size() * 4));
+                                            static_cast<Py_ssize_t>(nbytes[i]));
     if (!b) Py_CLEAR(result);
     else PyList_SET_ITEM(result, static_cast<Py_ssize_t>(i), b);
   }
@@ -371,7 +398,7 @@ PyObject* encode_impl(const std::vector<PyObject*>& symbols, const std::vector<P
 
 // Decodes streams[i] = (data, indexes); returns a new list of int32 arrays or nullptr.
 PyObject* decode_impl(const std::vector<PyObject*>& datas, const std::vector<PyObject*>& indexes,
-                      PyObject* c, PyObject* l, PyObject* o, int threads, bool many) {
+                      PyObject* c, PyObject* l, PyObject* o, int threads, bool many, bool compact) {
   if (datas.size() != indexes.size()) {
     PyErr_SetString(PyExc_ValueError, "need as many index arrays as streams");
     return nullptr;
@@ -407,7 +434,7 @@ PyObject* decode_impl(const std::vector<PyObject*>& datas, const std::vector<PyO
         try {
           errors[i] = decode_stream(t, static_cast<const uint8_t*>(data[i].view.buf),
                                     static_cast<size_t>(data[i].view.len), idx[i].i32(), idx[i].size(),
-                                    static_cast<int32_t*>(out[i].view.buf));
+                                    static_cast<int32_t*>(out[i].view.buf), compact);
         } catch (...) {
           errors[i] = "out of memory";
         }
@@ -434,30 +461,33 @@ PyObject* single(PyObject* list) {
 
 PyObject* py_encode(PyObject*, PyObject* args) {
   PyObject *s, *i, *c, *l, *o;
-  if (!PyArg_ParseTuple(args, "OOOOO:encode", &s, &i, &c, &l, &o)) return nullptr;
-  return single(encode_impl({s}, {i}, c, l, o, 1, false));
+  int compact = 0;
+  if (!PyArg_ParseTuple(args, "OOOOO|p:encode", &s, &i, &c, &l, &o, &compact)) return nullptr;
+  return single(encode_impl({s}, {i}, c, l, o, 1, false, compact));
 }
 
 PyObject* py_decode(PyObject*, PyObject* args) {
   PyObject *d, *i, *c, *l, *o;
-  if (!PyArg_ParseTuple(args, "OOOOO:decode", &d, &i, &c, &l, &o)) return nullptr;
-  return single(decode_impl({d}, {i}, c, l, o, 1, false));
+  int compact = 0;
+  if (!PyArg_ParseTuple(args, "OOOOO|p:decode", &d, &i, &c, &l, &o, &compact)) return nullptr;
+  return single(decode_impl({d}, {i}, c, l, o, 1, false, compact));
 }
 
 PyObject* many(PyObject* args, const char* format, bool encode) {
   PyObject *a, *i, *c, *l, *o, *fa = nullptr, *fi = nullptr, *result = nullptr;
-  int threads = 1;
+  int threads = 1, compact = 0;
   std::vector<PyObject*> va, vi;
-  if (PyArg_ParseTuple(args, format, &a, &i, &c, &l, &o, &threads) &&
+  if (PyArg_ParseTuple(args, format, &a, &i, &c, &l, &o, &threads, &compact) &&
       items(a, "expected a sequence of arrays", fa, va) && items(i, "expected a sequence of index arrays", fi, vi))
-    result = encode ? encode_impl(va, vi, c, l, o, threads, true) : decode_impl(va, vi, c, l, o, threads, true);
+    result = encode ? encode_impl(va, vi, c, l, o, threads, true, compact)
+                    : decode_impl(va, vi, c, l, o, threads, true, compact);
   Py_XDECREF(fa);
   Py_XDECREF(fi);
   return result;
 }
 
-PyObject* py_encode_many(PyObject*, PyObject* args) { return many(args, "OOOOO|i:encode_many", true); }
-PyObject* py_decode_many(PyObject*, PyObject* args) { return many(args, "OOOOO|i:decode_many", false); }
+PyObject* py_encode_many(PyObject*, PyObject* args) { return many(args, "OOOOO|ip:encode_many", true); }
+PyObject* py_decode_many(PyObject*, PyObject* args) { return many(args, "OOOOO|ip:decode_many", false); }
 
 
 // ---------------------------------------------------------------- decoding helpers beside the coder
@@ -616,12 +646,12 @@ PyObject* py_motion_field(PyObject*, PyObject* args) {
 inline uint32_t mode_class(int32_t m) { return m == kExplicit ? 1 : m == kMedian ? 2 : 3; }
 
 std::string decode_motion(const Tables& t, const uint8_t* data, size_t nbytes, size_t h, size_t w,
-                          const std::vector<uint32_t>& res_rows, std::vector<int32_t>& out) {
+                          const std::vector<uint32_t>& res_rows, std::vector<int32_t>& out, bool compact) {
   if (t.rows < 16) return "the motion tables need 16 mode rows";
   for (const uint32_t r : res_rows)
     if (r >= t.rows) return "residual row out of range";
   Reader reader;
-  std::string error = reader.start(data, nbytes);
+  std::string error = reader.start(data, nbytes, compact);
   if (!error.empty()) return error;
   out.assign(h * w, 0);
   size_t explicit_blocks = 0;
@@ -644,7 +674,8 @@ std::string decode_motion(const Tables& t, const uint8_t* data, size_t nbytes, s
 PyObject* py_decode_motion(PyObject*, PyObject* args) {
   PyObject *d, *rr, *c, *l, *o;
   Py_ssize_t h, w;
-  if (!PyArg_ParseTuple(args, "OnnOOOO:decode_motion", &d, &h, &w, &rr, &c, &l, &o)) return nullptr;
+  int compact = 0;
+  if (!PyArg_ParseTuple(args, "OnnOOOO|p:decode_motion", &d, &h, &w, &rr, &c, &l, &o, &compact)) return nullptr;
   if (h < 1 || w < 1 || h > (1 << 16) || w > (1 << 16)) {
     PyErr_SetString(PyExc_ValueError, "field dimensions must be in [1, 65536]");
     return nullptr;
@@ -661,7 +692,7 @@ PyObject* py_decode_motion(PyObject*, PyObject* args) {
     error = tb.build(t);
     if (error.empty())
       error = decode_motion(t, static_cast<const uint8_t*>(data.view.buf), static_cast<size_t>(data.view.len),
-                            static_cast<size_t>(h), static_cast<size_t>(w), res_rows, out);
+                            static_cast<size_t>(h), static_cast<size_t>(w), res_rows, out, compact);
   } catch (...) {
     error = "out of memory";
   }

@@ -3,10 +3,10 @@
 Readable from a pipe front to back without seeking; pure Python (no torch), so that `nvc info` and
 any tool can parse a file cheaply. All fixed-size integers are big-endian.
 
-File header, format version 4 (69 bytes)::
+File header, format version 5 (69 bytes)::
 
     magic          4s  b"NVC\\x1a"
-    version        u8  4 (this module writes 4 and reads 1 to 4)
+    version        u8  5 (this module writes 5 and reads 1 to 5)
     model_id       u16 id in nvc.models.registry.MODEL_TABLE (frozen; never reused)
     weights_hash   16s first 16 bytes of SHA-256 of the model's weights file
     width, height  u32 u32 luma size in pixels (any size; the codec pads and crops)
@@ -27,7 +27,7 @@ File header, format version 4 (69 bytes)::
                        graphs refuses the file); zeros for torch
     header_crc     u32 CRC32 of the bytes above
 
-Version 3 has the same header; version 2 (59 bytes) is it without synthesis, entropy_params and
+Versions 3 and 4 have the same header; version 2 (59 bytes) is it without synthesis, entropy_params and
 synthesis_id: read as torch and float.
 
 Packet, one per frame, in decoding order (varint: unsigned LEB128)::
@@ -42,9 +42,12 @@ Packet, one per frame, in decoding order (varint: unsigned LEB128)::
     crc32          u32 CRC32 of everything in the packet before it and of the payloads
     payloads       the streams' bytes, in the order listed
 
-Version 4 also lets a P-frame's hyper stream be empty: the frame reuses the hyper-latent of the
-P-frame before it (a still scene's is the same frame after frame). Versions 2 and 3 have the same
-packets with u32 length, u8 frame_type, u8 quality and u32 frame_index (4 to 7 bytes more a frame).
+Version 5 has version 4's packets; its rANS substreams are compact (`nvc.entropy.coder.stream_format`:
+the coder's state starts at 1 and a stream that is only its final state keeps its significant bytes,
+~3 bytes a substream less), where versions 1-4 hold CompressAI's form. Version 4 also lets a P-frame's
+hyper stream be empty: the frame reuses the hyper-latent of the P-frame before it (a still scene's is
+the same frame after frame). Versions 2 and 3 have the same packets with u32 length, u8 frame_type,
+u8 quality and u32 frame_index (4 to 7 bytes more a frame).
 
 A packet is a list of typed streams (the motion field, the hyper-latent, and one or more substreams
 per decoding step of the main latent: its parts), so that a model with more steps or other stream kinds
@@ -65,7 +68,7 @@ from typing import BinaryIO, Iterator
 from nvc.errors import NvcError
 
 MAGIC = b"NVC\x1a"
-VERSION = 4
+VERSION = 5
 _HEADER_V1 = struct.Struct(">4sBH16sIIIIBIiBB")
 _HEADER_V2 = struct.Struct(">4sBH16sIIIIBBBHHIiB")
 _HEADER = struct.Struct(">4sBH16sIIIIBBBHHIiBBB8s")
@@ -115,7 +118,7 @@ class EntropyParameters(IntEnum):
 
 
 class StreamKind(IntEnum):
-    """What a stream in a packet holds (format versions 2 to 4)."""
+    """What a stream in a packet holds (format versions 2 to 5)."""
 
     MOTION = 1  # the motion field of a P-frame
     HYPER = 2  # the hyper-latent z
@@ -163,6 +166,11 @@ class StreamHeader:
     entropy_params: EntropyParameters = EntropyParameters.FLOAT  # version 3 on; float for older files
     synthesis_id: bytes = bytes(8)  # version 3 on: the int8 graphs' hash prefix (zeros for torch)
 
+    @property
+    def compact_streams(self) -> bool:
+        """Whether its rANS substreams are compact (version 5 on; `nvc.entropy.coder.stream_format`)."""
+        return self.version >= 5
+
     def to_bytes(self) -> bytes:
         if self.version != VERSION:
             raise ValueError(f"this nvc writes format version {VERSION} only")
@@ -181,7 +189,7 @@ class StreamHeader:
         if len(head) < len(MAGIC) + 1:
             raise NvcError("truncated file header")
         version = head[len(MAGIC)]
-        if version not in (1, 2, 3, VERSION):
+        if version not in (1, 2, 3, 4, VERSION):
             raise NvcError(f"unsupported .nvc format version {version} (this nvc reads versions 1 to {VERSION})")
         layout = {1: _HEADER_V1, 2: _HEADER_V2}.get(version, _HEADER)
         rest = f.read(layout.size - len(head) + _CRC.size)
@@ -277,7 +285,7 @@ END_OF_STREAM = _varint(0)
 
 
 def _parse_v2(body: bytes, version: int) -> tuple[int, int, int, tuple[Stream, ...]] | str:
-    """(type, quality, index, streams) of a version 2 to 4 packet body, or what is wrong with it."""
+    """(type, quality, index, streams) of a version 2 to 5 packet body, or what is wrong with it."""
     if len(body) < (3 if version >= 4 else _PACKET_FIXED_V3.size) + _CRC.size:
         return "malformed packet"
     table = []

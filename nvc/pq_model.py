@@ -19,7 +19,7 @@ probability on "the same token as before", so static content costs few bits::
     ref y_hat -nearest codewords-> prev tokens ─┐
     tokens -[temporal masked-token model, S steps, given prev]-> S streams
 
-Packet streams (container format 3 and 4, no new stream kind): one LATENT stream per decoding step
+Packet streams (container formats 3 to 5, no new stream kind): one LATENT stream per decoding step
 (step s, part 0; S = the number of streams, 1..8). Step 0's payload starts with one byte, the number
 of coded sub-vectors A (1..M), so that `decode_latent` needs no quality level; the rest of each
 payload is the step's ANS words (`nvc.entropy.token_model`).

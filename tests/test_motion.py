@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from nvc.entropy import native
+from nvc.entropy.coder import stream_format
 from nvc.entropy.motion import (EXPLICIT, FORMAT_MARKER, MEDIAN, MODE_ROWS, MotionCoder, coded_modes,
                                 decode_motion_python, expand_field, field_from_modes, field_modes, mode_tables)
 from nvc.errors import NvcError
@@ -95,7 +96,8 @@ def test_first_format_still_decodes(coder):
     mv = np.zeros((2, 5, 7), np.int32)
     mv[:, :, 4:] = np.array([24, -8])[:, None, None]
     mv[:, 2, 1], mv[:, 4, 6] = (5, -3), (-7, 2)
-    assert np.array_equal(coder.decode(FIRST_FORMAT, (5, 7))[0].numpy(), mv)
+    with stream_format(False):  # written before container version 5
+        assert np.array_equal(coder.decode(FIRST_FORMAT, (5, 7))[0].numpy(), mv)
     assert coder.encode(torch.from_numpy(mv)[None])[0] == 0xF8  # new streams carry the marker (and grid 0)
 
 
@@ -118,25 +120,31 @@ def test_mode_tables_are_exact():
         assert all(b > a for a, b in zip(cdf, cdf[1:]))
 
 
+@pytest.mark.parametrize("compact", [True, False])
 @pytest.mark.parametrize("shape", [(1, 1), (1, 2), (2, 1), (3, 5), (45, 80)])
-def test_native_motion_decoding_is_the_python_one(coder, shape):
-    """A stream's context-coded modes and residuals: the native sequential decoder and CompressAI's,
-    one symbol at a time, on the streams the coder writes (fields of random vectors)."""
+def test_native_motion_decoding_is_the_python_one(coder, shape, compact):
+    """A stream's context-coded modes and residuals: the native sequential decoder and the Python
+    one (nvc.entropy.pyrans for compact streams, CompressAI's for the older form), one symbol at a
+    time, on the streams the coder writes (fields of random vectors)."""
     if not native.available():
         pytest.skip(native.unavailable_reason())
     rng = np.random.default_rng(shape[0] * 100 + shape[1])
     mv = torch.from_numpy(rng.integers(-3, 4, (1, 2, *shape)).astype(np.int32))
     mv[0, :, 0, 0] = 5  # at least one explicit vector
-    data = coder.encode(mv)
+    with stream_format(compact):
+        data = coder.encode(mv)
+        assert torch.equal(coder.decode(data, shape), mv)
     grid, modes, _ = coded_modes(mv[0].numpy())
     assert data[0] == FORMAT_MARKER | grid
     tables = coder._motion_tables()
     rows = [MODE_ROWS + i for i in data[1:3] if i != 0xFF]
-    fast = native.decode_motion(data[3:], *modes.shape, rows, tables.native)
-    assert np.array_equal(fast, decode_motion_python(data[3:], *modes.shape, rows, tables))
+    fast = native.decode_motion(data[3:], *modes.shape, rows, tables.native, compact)
+    assert np.array_equal(fast, decode_motion_python(data[3:], *modes.shape, rows, tables, compact))
     assert np.array_equal(fast[: modes.size].reshape(modes.shape), modes)
     with pytest.raises(ValueError):
-        native.decode_motion(data[3:-4], *modes.shape, rows, tables.native)
+        native.decode_motion(data[3:-4], *modes.shape, rows, tables.native, compact)
+    with pytest.raises(ValueError):  # the other form
+        native.decode_motion(data[3:], *modes.shape, rows, tables.native, not compact)
 
 
 def test_search_keeps_a_pan_free_to_code(coder):

@@ -7,7 +7,8 @@ import pytest
 from compressai.ans import RansDecoder, RansEncoder
 from compressai.entropy_models import GaussianConditional
 
-from nvc.entropy import coder, native
+from nvc.entropy import coder, native, pyrans
+from nvc.errors import NvcError
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +233,82 @@ def test_motion_field_rejects_malformed_modes():
         m[1, 0] = bad
         with pytest.raises(ValueError, match=message):
             native.motion_field(m, residuals)
+
+
+# ---- compact streams (container version 5 on) ------------------------------------------------------
+@pytest.mark.parametrize("n, seed", [(1, 20), (2, 21), (3, 22), (40, 23), (300, 24), (5000, 25)])
+def test_compact_streams_are_the_python_coders_both_ways(tables, nt, n, seed):
+    symbols, indexes = gaussian(n, seed)
+    symbols[: min(n, 2)] = [700, -900][: min(n, 2)]  # escapes
+    data = native.encode(symbols, indexes, nt, compact=True)
+    assert data == pyrans.encode(symbols, indexes, tables, compact=True)
+    assert np.array_equal(native.decode(data, indexes, nt, compact=True), symbols)
+    assert np.array_equal(pyrans.decode(data, indexes, tables, compact=True), symbols)
+    classic = native.encode(symbols, indexes, nt)
+    assert pyrans.encode(symbols, indexes, tables, compact=False) == classic
+    assert np.array_equal(pyrans.decode(classic, indexes, tables, compact=False), symbols)
+    with pytest.raises(ValueError):  # a stream read in the other form ends in the wrong state
+        native.decode(data, indexes, nt, compact=False)
+    with pytest.raises(ValueError):
+        native.decode(classic, indexes, nt, compact=True)
+
+
+def test_compact_streams_are_shorter(nt):
+    """The state starts at 1: the ~31 bits that L = 2^31 wasted; a stream that is its state alone
+    keeps its significant bytes (symbols of probability ~1 cost no more than its first byte)."""
+    saved = []
+    for seed in range(60):
+        symbols, indexes = gaussian(int(np.random.default_rng(seed).integers(20, 3000)), 100 + seed)
+        saved.append(len(native.encode(symbols, indexes, nt)) - len(native.encode(symbols, indexes, nt, compact=True)))
+    assert min(saved) >= 0 and 2.5 <= np.mean(saved) <= 4
+    few, idx = np.zeros(3, np.int32), np.full(3, coder.SCALE_LEVELS - 1, np.int32)
+    assert len(native.encode(few, idx, nt)) == 8 and len(native.encode(few, idx, nt, compact=True)) <= 4
+    certain = np.zeros(2, np.int32), np.zeros(2, np.int32)  # the narrowest table: 0 is all but certain
+    assert len(native.encode(*certain, nt, compact=True)) == 1
+
+
+def test_compact_streams_detect_damage(nt):
+    symbols, indexes = gaussian(3000, 30)
+    data = native.encode(symbols, indexes, nt, compact=True)
+    for cut in [0, 1, 4, 7, 9, len(data) // 2, len(data) - 4, len(data) - 1]:
+        with pytest.raises(ValueError):
+            native.decode(data[:cut], indexes, nt, compact=True)
+    with pytest.raises(ValueError):
+        native.decode(data + b"\0\0\0\0", indexes, nt, compact=True)
+    rng, caught = np.random.default_rng(31), 0
+    for _ in range(200):
+        flipped = bytearray(data)
+        flipped[int(rng.integers(0, len(data)))] ^= 1 << int(rng.integers(0, 8))
+        try:
+            native.decode(bytes(flipped), indexes, nt, compact=True)
+        except ValueError:
+            caught += 1
+    assert caught > 190
+
+
+def test_stream_format_is_per_thread_and_restored():
+    assert coder.compact_streams()
+    seen = []
+    with coder.stream_format(False):
+        worker = threading.Thread(target=lambda: seen.append(coder.compact_streams()))
+        worker.start()
+        worker.join()
+        assert not coder.compact_streams()
+    assert coder.compact_streams() and seen == [True]
+
+
+def test_without_the_extension_the_python_coder_writes_the_same_bytes(monkeypatch, tables, nt):
+    """The fallback of `nvc.entropy.coder` when the extension is not built: nvc.entropy.pyrans for
+    compact streams, CompressAI's coder for the older form; both the native coder's bytes."""
+    symbols, indexes = gaussian(700, 40)
+    compact, classic = native.encode(symbols, indexes, nt, compact=True), native.encode(symbols, indexes, nt)
+    monkeypatch.setattr(native, "_rans", None)
+    bare = coder.CdfTables(tables.cdfs, tables.lengths, tables.offsets)  # tables.native is cached
+    assert bare.native is None
+    assert coder.encode(symbols, indexes, bare) == compact
+    assert np.array_equal(coder.decode(compact, indexes, bare), symbols)
+    with coder.stream_format(False):
+        assert coder.encode(symbols, indexes, bare) == classic
+        assert np.array_equal(coder.decode(classic, indexes, bare), symbols)
+    with pytest.raises(NvcError):
+        coder.decode(compact[:-1], indexes, bare)

@@ -30,6 +30,7 @@ from nvc.models.registry import DEFAULT_MODEL, entry_by_name
 from nvc.models.macs import kmac_per_pixel
 from nvc.codec import Reader, padded_size
 from nvc.container import FrameType
+from nvc.entropy.coder import stream_format
 from nvc.gop import DEFAULT_INTRA_PERIOD
 from nvc.model import load_shipped
 from nvc.transcode import encode_video
@@ -81,7 +82,7 @@ def timed_decode(path: Path, device: str) -> dict:
         for packet in r.packets():
             t0 = time.perf_counter()
             frame_model = model.intra if packet.frame_type == FrameType.I else model.inter
-            with torch.no_grad():
+            with torch.no_grad(), stream_format(h.compact_streams):
                 latent = frame_model.decode_latent(list(packet.streams), ref, hp, wp)
                 sync()
                 t1 = time.perf_counter()

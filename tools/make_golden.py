@@ -63,6 +63,7 @@ def latents_sha256(path: Path, implementation: str = "torch") -> str:
     from nvc.codec import Reader, padded_size
     from nvc.container import FrameType
     from nvc.deploy.integer import IntegerLatentCodec
+    from nvc.entropy.coder import stream_format
     from nvc.model import Reconstruction
 
     h = hashlib.sha256()
@@ -78,7 +79,8 @@ def latents_sha256(path: Path, implementation: str = "torch") -> str:
         ref = None
         for packet in reader.packets():
             fm = frame_models[packet.frame_type]
-            latent = fm.decode_latent(list(packet.streams), ref, height, width)
+            with stream_format(reader.header.compact_streams):
+                latent = fm.decode_latent(list(packet.streams), ref, height, width)
             h.update(latent.y_hat.float().contiguous().numpy().tobytes())
             if latent.mv is not None:
                 h.update(latent.mv.to(torch.int32).contiguous().numpy().tobytes())

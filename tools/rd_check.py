@@ -8,6 +8,8 @@
     python -m tools.rd_check --frames 32 --substream-ablation CLIP...
     # P-frames that may repeat their reference's hyper-latent (`nvc.lean_model.REPEAT_HYPER`) against never
     python -m tools.rd_check --frames 32 --repeat-ablation CLIP...
+    # compact rANS substreams (container version 5) against the older form (`nvc.entropy.coder.stream_format`)
+    python -m tools.rd_check --frames 32 --compact-ablation CLIP...
     # the encoder's rounding weights (`nvc.lean_model.RDO_WEIGHT`, I and P) set otherwise
     python -m tools.rd_check --frames 16 --rdo-weight 4 16 --json results/rdo-4-16.json CLIP...
     # held-out BD-rate against x265 for every training snapshot (does more training help?)
@@ -37,6 +39,7 @@ from nvc import lean_model
 from nvc.codec import frame_to_tensor, tensor_to_frame
 from nvc.container import END_OF_STREAM, FramePacket, FrameType, StreamHeader
 from nvc.entropy import multistep
+from nvc.entropy.coder import stream_format
 from nvc.evaluation.bjontegaard import bd_psnr, bd_rate
 from nvc.evaluation.codecs import X265Codec
 from nvc.gop import FLAT_QUALITY, QualitySchedule, frame_type, quality_schedule
@@ -119,6 +122,8 @@ def main(argv=None) -> None:
                     help="also code every step as K substreams (none merged) and report the BD-rate gain")
     ap.add_argument("--repeat-ablation", action="store_true",
                     help="also code with no repeated hyper-latents and report the BD-rate gain of repeating")
+    ap.add_argument("--compact-ablation", action="store_true",
+                    help="also code with the rANS substreams of container versions 1-4 and report the BD-rate gain")
     ap.add_argument("--rdo-weight", type=float, nargs=2, metavar=("I", "P"),
                     help="the encoder's rate-distortion rounding weights (default: nvc.lean_model.RDO_WEIGHT)")
     ap.add_argument("--checkpoints", type=Path, nargs="+", help="training checkpoints to measure (default: shipped)")
@@ -161,6 +166,10 @@ def main(argv=None) -> None:
                 finally:
                     lean_model.REPEAT_HYPER = True
                 row |= {"curve_no_repeat": own, "bd_rate_repeat_vs_none": bd(own, curve)}
+            if args.compact_ablation:
+                with stream_format(compact=False):
+                    older = [code_clip(model, frames, q, args.intra_period) for q in args.qualities]
+                row |= {"curve_older_streams": older, "bd_rate_compact_vs_older": bd(older, curve)}
             entry["models"][label] = row
             print(f"{name} {label}: BD-rate vs x265-{args.preset} {row['bd_rate_vs_x265']:+.1f} %, "
                   f"BD-PSNR {row['bd_psnr_vs_x265']:+.2f} dB"
@@ -168,7 +177,8 @@ def main(argv=None) -> None:
                   + (f", quality schedule vs flat {row['bd_rate_schedule_vs_flat']:+.1f} %" if args.schedule_ablation else "")
                   + (f", small steps in one substream vs K {row['bd_rate_one_substream_vs_k']:+.2f} %"
                      if args.substream_ablation else "")
-                  + (f", repeated hyper-latents vs none {row['bd_rate_repeat_vs_none']:+.2f} %" if args.repeat_ablation else ""))
+                  + (f", repeated hyper-latents vs none {row['bd_rate_repeat_vs_none']:+.2f} %" if args.repeat_ablation else "")
+                  + (f", compact substreams vs older {row['bd_rate_compact_vs_older']:+.2f} %" if args.compact_ablation else ""))
             for p in curve:
                 print(f"  q{p['quality']}: {p['bpp']:.4f} bpp {p['psnr_yuv']:.2f} dB, skipped {p['skipped_share']:.1%}, "
                       + ", ".join(f"{k} {v}" for k, v in sorted(p["split"].items())))
