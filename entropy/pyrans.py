@@ -10,6 +10,8 @@ when the state is all there is, end in its significant bytes.
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
 PRECISION = 16
@@ -49,7 +51,7 @@ class Decoder:
         """The next symbol, coded with row r of `tables` (`nvc.entropy.coder.CdfTables`)."""
         cdf, length = tables.cdfs[r], tables.lengths[r]  # rows may be padded beyond their length
         slot = self.x & ((1 << PRECISION) - 1)
-        s = int(np.searchsorted(cdf[:length], slot, side="right")) - 1
+        s = bisect.bisect_right(cdf, slot, 0, length) - 1
         self.x = (cdf[s + 1] - cdf[s]) * (self.x >> PRECISION) + slot - cdf[s]
         self._renormalise()
         offset = tables.offsets[r]
