@@ -64,7 +64,10 @@ class Decoder:
         if digits > MAX_DIGITS:
             raise ValueError("corrupt stream (escape too long)")
         raw = sum(self._bits() << (BYPASS_BITS * j) for j in range(digits))
-        return (-(raw >> 1) - 1 if raw & 1 else (raw >> 1) + s) + offset
+        value = (-(raw >> 1) - 1 if raw & 1 else (raw >> 1) + s) + offset
+        if not -(2**31) <= value < 2**31:
+            raise ValueError("corrupt stream (escaped value out of int32 range)")
+        return value
 
     def finish(self) -> None:
         if self.words:
