@@ -92,6 +92,12 @@ class HyperpriorLatentCodec(nn.Module):
         self.z_codec.update(force=True)
         self.y_codec.update_scale_table(get_scale_table(), force=True)
 
+    @property
+    def y_tables(self) -> coder.CdfTables:
+        """The integer CDF tables of y's Gaussian conditional (built once, rebuilt when they change)."""
+        gc = self.y_codec
+        return self._y_tables.get(gc._quantized_cdf, gc._cdf_length, gc._offset)
+
     def scale_indexes(self, scales: torch.Tensor) -> torch.Tensor:
         """CDF table index per symbol: how many table scales lie below the (bounded) scale.
 
@@ -114,9 +120,7 @@ class HyperpriorLatentCodec(nn.Module):
         z_stream, z_hat = bottleneck.encode(self.z_codec, self.h_a(y), self._z_tables)
         with single_threaded():
             means, scales = self._entropy_parameters(z_hat, prior)
-        indexes = self.scale_indexes(scales)
-        gc = self.y_codec
-        tables = self._y_tables.get(gc._quantized_cdf, gc._cdf_length, gc._offset)
+        indexes, tables = self.scale_indexes(scales), self.y_tables
         y_streams = tuple(  # CompressAI's GaussianConditional.compress, through nvc.entropy.coder
             coder.encode(torch.round(y[:, g] - means[:, g]).int().flatten().cpu().numpy(),
                          indexes[:, g].flatten().cpu().numpy(), tables)
@@ -135,9 +139,7 @@ class HyperpriorLatentCodec(nn.Module):
         z_hat = bottleneck.decode(self.z_codec, streams.z, (1, self.z_codec.channels, *z_size), self._z_tables)
         with single_threaded():
             means, scales = self._entropy_parameters(z_hat, prior)
-        indexes = self.scale_indexes(scales)
-        gc = self.y_codec
-        tables = self._y_tables.get(gc._quantized_cdf, gc._cdf_length, gc._offset)
+        indexes, tables = self.scale_indexes(scales), self.y_tables
         parts = []
         for s, g in zip(streams.y, self._groups(means.size(1))):
             idx = indexes[:, g]

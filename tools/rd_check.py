@@ -31,6 +31,7 @@ import json
 import tempfile
 from fractions import Fraction
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import torch
@@ -152,23 +153,19 @@ def main(argv=None) -> None:
             if args.schedule_ablation:
                 flat = [code_clip(model, frames, q, args.intra_period, schedule=FLAT_QUALITY) for q in args.qualities]
                 row |= {"curve_flat_quality": flat, "bd_rate_schedule_vs_flat": bd(flat, curve)}
+            def coded_within(setting) -> list[dict]:
+                """The curve coded with an encoder setting changed for the block (a context manager)."""
+                with setting:
+                    return [code_clip(model, frames, q, args.intra_period) for q in args.qualities]
+
             if args.substream_ablation:
-                split_min, multistep.SPLIT_MIN_BYTES = multistep.SPLIT_MIN_BYTES, 0
-                try:
-                    split = [code_clip(model, frames, q, args.intra_period) for q in args.qualities]
-                finally:
-                    multistep.SPLIT_MIN_BYTES = split_min
+                split = coded_within(patch.object(multistep, "SPLIT_MIN_BYTES", 0))
                 row |= {"curve_k_substreams": split, "bd_rate_one_substream_vs_k": bd(split, curve)}
             if args.repeat_ablation:
-                lean_model.REPEAT_HYPER = False
-                try:
-                    own = [code_clip(model, frames, q, args.intra_period) for q in args.qualities]
-                finally:
-                    lean_model.REPEAT_HYPER = True
+                own = coded_within(patch.object(lean_model, "REPEAT_HYPER", False))
                 row |= {"curve_no_repeat": own, "bd_rate_repeat_vs_none": bd(own, curve)}
             if args.compact_ablation:
-                with stream_format(compact=False):
-                    older = [code_clip(model, frames, q, args.intra_period) for q in args.qualities]
+                older = coded_within(stream_format(compact=False))
                 row |= {"curve_older_streams": older, "bd_rate_compact_vs_older": bd(older, curve)}
             entry["models"][label] = row
             print(f"{name} {label}: BD-rate vs x265-{args.preset} {row['bd_rate_vs_x265']:+.1f} %, "
