@@ -9,9 +9,10 @@ symbols from the matching zero-mean Gaussian, rounded. Coders, all timed in this
   - constriction: its AnsCoder with a QuantizedGaussian per symbol (a reference point: different
     bytes, its own quantisation of the same Gaussians; symbols clipped to its support),
   - native: `nvc.entropy.native` on one stream, then on `--substreams` substreams with
-    `decode_many` / `encode_many` on each of `--threads` (default 1 and 2).
+    `decode_many` / `encode_many` on each of `--threads` (default 1 and 2), in CompressAI's form
+    (container versions 1-4) and then the compact form version 5 writes.
 The JSON's `native_msym_s` gives the native coder's M symbols/s per thread count (decode and
-encode, `--substreams` substreams) and its `targets` the issue's (>= 60 M symbols/s decode on one
+encode, `--substreams` compact substreams) and its `targets` the issue's (>= 60 M symbols/s decode on one
 thread, >= 1.7x that on two). The machine's load average is recorded, before and after: another
 process using the cores caps thread scaling, so a 2-thread figure measured beside a busy core is
 a lower bound (`decode_cpu_s_per_run` shows the CPU time the threads got).
@@ -121,21 +122,25 @@ def run(n: int, substreams: int, repeats: int, thread_counts: tuple[int, ...] = 
     if not native.available():
         print(f"native coder unavailable: {native.unavailable_reason()}")
     else:
-        enc, data = best_time(lambda: native.encode(symbols, indexes, nt), repeats)
-        dec, cpu, out = best_time_cpu(lambda: native.decode(data, indexes, nt), repeats)
-        assert data == reference and np.array_equal(out, symbols)
-        rows.append(row("native, 1 stream", n, enc, dec, len(data), decode_msym_per_cpu_s=round(n / cpu / 1e6, 2)))
+        for compact in (False, True):  # CompressAI's form (versions 1-4), then the form version 5 writes
+            form = "compact" if compact else "older form"
+            enc, data = best_time(lambda: native.encode(symbols, indexes, nt, compact), repeats)
+            dec, cpu, out = best_time_cpu(lambda: native.decode(data, indexes, nt, compact), repeats)
+            assert (data == reference) != compact and np.array_equal(out, symbols)
+            rows.append(row(f"native, 1 stream, {form}", n, enc, dec, len(data), compact=compact,
+                            decode_msym_per_cpu_s=round(n / cpu / 1e6, 2)))
 
-        parts_s, parts_i = np.array_split(symbols, substreams), np.array_split(indexes, substreams)
-        for threads in thread_counts:
-            enc, streams = best_time(lambda: native.encode_many(parts_s, parts_i, nt, threads), repeats)
-            dec, cpu, outs = best_time_cpu(lambda: native.decode_many(streams, parts_i, nt, threads), repeats)
-            assert all(np.array_equal(a, b) for a, b in zip(outs, parts_s))
-            # cores used = CPU seconds / wall seconds: up to `threads` when the cores are free
-            rows.append(row(f"native many, {substreams} substreams, {threads} thread{'s' * (threads > 1)}", n, enc,
-                            dec, sum(map(len, streams)), threads=threads, decode_cpu_s_per_run=round(cpu, 4),
-                            decode_msym_per_cpu_s=round(n / cpu / 1e6, 2), decode_cores_used=round(cpu / dec, 2)))
-    by_threads = {r["threads"]: r for r in rows if "threads" in r}
+            parts_s, parts_i = np.array_split(symbols, substreams), np.array_split(indexes, substreams)
+            for threads in thread_counts:
+                enc, streams = best_time(lambda: native.encode_many(parts_s, parts_i, nt, threads, compact), repeats)
+                dec, cpu, outs = best_time_cpu(lambda: native.decode_many(streams, parts_i, nt, threads, compact), repeats)
+                assert all(np.array_equal(a, b) for a, b in zip(outs, parts_s))
+                # cores used = CPU seconds / wall seconds: up to `threads` when the cores are free
+                rows.append(row(f"native many, {substreams} substreams, {threads} thread{'s' * (threads > 1)}, {form}",
+                                n, enc, dec, sum(map(len, streams)), threads=threads, compact=compact,
+                                decode_cpu_s_per_run=round(cpu, 4), decode_msym_per_cpu_s=round(n / cpu / 1e6, 2),
+                                decode_cores_used=round(cpu / dec, 2)))
+    by_threads = {r["threads"]: r for r in rows if "threads" in r and r["compact"]}  # the form files are written in
     native_msym_s = {
         "decode": {str(t): r["decode_msym_s"] for t, r in by_threads.items()},
         "encode": {str(t): r["encode_msym_s"] for t, r in by_threads.items()},
@@ -174,9 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     report["loadavg_1min_before"] = round(load, 2)
     report["loadavg_1min_after"] = round(os.getloadavg()[0], 2)
     print(f"{args.symbols} symbols, {report['cpus']} CPUs, load average {load:.2f}")
-    print(f"{'coder':<40} {'enc Msym/s':>10} {'dec Msym/s':>10} {'bits/sym':>9}")
+    print(f"{'coder':<52} {'enc Msym/s':>10} {'dec Msym/s':>10} {'bits/sym':>9}")
     for r in report["results"]:
-        print(f"{r['coder']:<40} {r['encode_msym_s']:>10.2f} {r['decode_msym_s']:>10.2f} {r['bits_per_symbol']:>9.4f}")
+        print(f"{r['coder']:<52} {r['encode_msym_s']:>10.2f} {r['decode_msym_s']:>10.2f} {r['bits_per_symbol']:>9.4f}")
     native_decode = report["native_msym_s"]["decode"]
     if native_decode:
         print("native decode, M symbols/s by threads: "
