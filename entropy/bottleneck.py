@@ -16,20 +16,16 @@ def _medians_indexes(eb: EntropyBottleneck, shape) -> tuple[torch.Tensor, torch.
     return medians, indexes
 
 
-def _tables(eb: EntropyBottleneck, cache: coder.TableCache) -> coder.CdfTables:
-    return cache.get(eb._quantized_cdf, eb._cdf_length, eb._offset)
-
-
 def encode(eb: EntropyBottleneck, z: torch.Tensor, cache: coder.TableCache) -> tuple[bytes, torch.Tensor]:
     """z (1, C, h, w) -> (stream, z_hat)."""
     medians, indexes = _medians_indexes(eb, z.shape)
     symbols = torch.round(z - medians)
-    data = coder.encode(symbols.int().flatten().cpu().numpy(), indexes.flatten().numpy(), _tables(eb, cache))
+    data = coder.encode(symbols.int().flatten().cpu().numpy(), indexes.flatten().numpy(), cache.of(eb))
     return data, symbols + medians
 
 
 def decode(eb: EntropyBottleneck, data: bytes, shape: tuple[int, int, int, int], cache: coder.TableCache) -> torch.Tensor:
     """The z_hat of `encode`, given its shape; a damaged stream raises NvcError."""
     medians, indexes = _medians_indexes(eb, shape)
-    values = coder.decode(data, indexes.flatten().numpy(), _tables(eb, cache))
+    values = coder.decode(data, indexes.flatten().numpy(), cache.of(eb))
     return torch.from_numpy(values).reshape(shape).to(medians) + medians

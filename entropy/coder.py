@@ -66,16 +66,18 @@ class CdfTables:
 
 
 class TableCache:
-    """`CdfTables` of a module's integer CDF buffers, built once and rebuilt only when they change
-    (a new `update()` or a loaded state dict)."""
+    """`CdfTables` of a module's integer CDF buffers (`_quantized_cdf`, `_cdf_length`, `_offset`, as
+    CompressAI's entropy models name them), built once and rebuilt only when they change (a new
+    `update()` or a loaded state dict)."""
 
     def __init__(self):
         self._key, self._tables = None, None
 
-    def get(self, cdf: torch.Tensor, lengths: torch.Tensor, offsets: torch.Tensor) -> CdfTables:
-        key = tuple((t.data_ptr(), t._version) for t in (cdf, lengths, offsets))
+    def of(self, module: torch.nn.Module) -> CdfTables:
+        buffers = (module._quantized_cdf, module._cdf_length, module._offset)
+        key = tuple((t.data_ptr(), t._version) for t in buffers)
         if key != self._key:
-            self._key, self._tables = key, CdfTables.from_buffers(cdf, lengths, offsets)
+            self._key, self._tables = key, CdfTables.from_buffers(*buffers)
         return self._tables
 
 

@@ -95,8 +95,7 @@ class HyperpriorLatentCodec(nn.Module):
     @property
     def y_tables(self) -> coder.CdfTables:
         """The integer CDF tables of y's Gaussian conditional (built once, rebuilt when they change)."""
-        gc = self.y_codec
-        return self._y_tables.get(gc._quantized_cdf, gc._cdf_length, gc._offset)
+        return self._y_tables.of(self.y_codec)
 
     def scale_indexes(self, scales: torch.Tensor) -> torch.Tensor:
         """CDF table index per symbol: how many table scales lie below the (bounded) scale.

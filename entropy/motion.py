@@ -317,7 +317,7 @@ class MotionCoder(nn.Module):
         self._offset.fill_(-RANGE)
 
     def _tables(self) -> coder.CdfTables:
-        return self._tables_cache.get(self._quantized_cdf, self._cdf_length, self._offset)
+        return self._tables_cache.of(self)
 
     def _bits(self, d: np.ndarray) -> np.ndarray:
         """Bits of the differences `d` under every member of the family (escapes counted roughly)."""

@@ -170,8 +170,7 @@ class MultiStepLatentCodec(nn.Module):
 
     @property
     def tables(self) -> coder.CdfTables:
-        gc = self.y_codec
-        return self._tables.get(gc._quantized_cdf, gc._cdf_length, gc._offset)
+        return self._tables.of(self.y_codec)
 
     # ---------------------------------------------------------------- parameters
 
