@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="code every frame at --quality (default for lean-mc-yuv420-v2: I-frames 3 levels and every "
                           "4th P-frame 1 level above it, up to the last level, as x265 gives I-frames a lower QP: "
                           "fewer bits for the same PSNR; `nvc info` lists each frame's level)")
+    enc.add_argument("--hold-psnr", type=float, metavar="DB",
+                     help="hold each GOP's P-frames within DB of its first P-frame's PSNR by raising their level where "
+                          "they fall below it (at a cost in rate: steadier quality over a GOP, e.g. 0.25; default: off)")
     enc.add_argument("--size", type=_size, help="WxH of a raw .yuv input")
     enc.add_argument("--fps", type=_fps,
                      help="frame rate written into the .nvc header, e.g. 30000/1001: for a raw .yuv input (default 25), "
@@ -215,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--nvc-intra", action="store_true",
                     help="also measure the model all-intra (no P-frames) and report BD-rate against it")
     ev.add_argument("--qualities", type=int, nargs="+", help="nvc quality levels (default: all)")
+    ev.add_argument("--hold-psnr", type=float, metavar="DB",
+                    help="encode the model under test with `nvc encode --hold-psnr DB` (reported as MODEL-holdDB)")
     ev.add_argument("--anchor-qps", type=int, nargs="+", help="anchor QPs (default: a sweep covering nvc's bpp and PSNR range)")
     ev.add_argument("--size", type=_size, help="WxH of raw .yuv inputs")
     ev.add_argument("--fps", type=_fps, help="frame rate of raw .yuv inputs")
@@ -233,6 +238,7 @@ def cmd_eval(args) -> None:
     if args.frames < 1:
         raise NvcError(f"--frames must be at least 1, got {args.frames}")
     check_intra_period(args.intra_period)
+    check_hold_psnr(args.hold_psnr)
     for name in [args.nvc_model or DEFAULT_MODEL, *args.compare_model]:
         _model_entry(name)  # an unknown model is refused before any work
 
@@ -242,7 +248,7 @@ def cmd_eval(args) -> None:
             raise NvcError(f"{option} must be in 0..{n - 1} for {codec.model}")
         return asked or list(range(n))
 
-    nvc_codec = NvcCodec(args.device, args.nvc_model or DEFAULT_MODEL)
+    nvc_codec = NvcCodec(args.device, args.nvc_model or DEFAULT_MODEL, hold_psnr=args.hold_psnr)
     qualities = levels_of(nvc_codec, args.qualities, "--qualities")
     references = [(c, levels_of(c, args.compare_qualities, "--compare-qualities"))
                   for c in [NvcCodec(args.device, m) for m in args.compare_model]]
@@ -285,6 +291,11 @@ def _progress(args) -> bool:
     return not args.quiet and (args.progress or sys.stderr.isatty())
 
 
+def check_hold_psnr(margin: float | None) -> None:
+    if margin is not None and not margin > 0:
+        raise NvcError(f"--hold-psnr must be a positive number of dB, got {margin}")
+
+
 def check_encode_args(args) -> None:
     """What can be refused before the input is opened, torch imported or the model loaded."""
     from nvc.atomic import check_output
@@ -299,6 +310,7 @@ def check_encode_args(args) -> None:
         raise NvcError(f"unknown model {args.model!r}; known: {', '.join(_quality_levels())}")
     if not 0 <= args.quality < levels:
         raise NvcError(f"--quality must be 0..{levels - 1} for {args.model}, got {args.quality}")
+    check_hold_psnr(args.hold_psnr)
     check_output(args.output, [args.input], args.overwrite)
 
 
@@ -309,7 +321,7 @@ def cmd_encode(args) -> None:
     stats = encode_video(args.input, args.output, args.quality, args.frames, args.device, args.size, args.fps,
                          progress=_progress(args), intra_period=args.intra_period, overwrite=args.overwrite,
                          on_warning=_warn, model=args.model, engine=args.engine, entropy=args.entropy,
-                         flat_quality=args.flat_quality)
+                         flat_quality=args.flat_quality, hold_psnr=args.hold_psnr)
     print(f"encoded {stats.summary()}", file=sys.stderr)
 
 

@@ -36,8 +36,9 @@ from nvc.container import (END_OF_STREAM, ChromaLocation, ColorRange, ColorSpace
                            VERSION, FramePacket, FrameType, StreamHeader, SynthesisEngine, read_packets)
 from nvc.errors import NvcError
 from nvc.frames import YUVFrame, chroma_size
-from nvc.gop import (DEFAULT_INTRA_PERIOD, FLAT_QUALITY, QualitySchedule, ReferenceBuffer, check_intra_period, frame_type,
-                     next_intra, quality_schedule as default_quality_schedule)
+from nvc.gop import (DEFAULT_INTRA_PERIOD, FLAT_QUALITY, PsnrHold, QualitySchedule, ReferenceBuffer, check_intra_period,
+                     frame_type, next_intra, quality_schedule as default_quality_schedule)
+from nvc.metrics import frame_psnr
 from nvc.model import Reconstruction, VideoModel, load_shipped
 from nvc.runtime import keep_freed_memory
 
@@ -165,7 +166,7 @@ class Encoder:
                  colorspace: str = "unknown", intra_period: int = DEFAULT_INTRA_PERIOD, color_range: str = "unknown",
                  chroma_location: str = "unknown", sar: Fraction | tuple[int, int] | None = None,
                  engine: str = DEFAULT_ENGINE, entropy: str = DEFAULT_ENTROPY,
-                 quality_schedule: QualitySchedule | None = None):
+                 quality_schedule: QualitySchedule | None = None, hold_psnr: float | None = None):
         """`colorspace` (bt709, bt601), `color_range` (tv, pc), `chroma_location` (left, center) and
         `sar` (sample aspect ratio) describe the source; they go into the header, "unknown" or None
         when not known. `engine` runs synthesis (`ENGINES`: "torch" the fp32 reference, "int8" =
@@ -173,7 +174,8 @@ class Encoder:
         ("float", "integer"), here and in every decoder of the file (the header records both);
         other than torch and float for lean-mc-yuv420-v2 only. `quality_schedule` sets each frame's
         level around `quality` (`nvc.gop.QualitySchedule`; default: the model's, `FLAT_QUALITY`
-        codes every frame at `quality`)."""
+        codes every frame at `quality`); `hold_psnr` (dB) raises P-frames' levels where their PSNR falls
+        more than that below their GOP's first P-frame's (`nvc.gop.PsnrHold`; None: off)."""
         if width <= 0 or height <= 0:
             raise NvcError(f"invalid frame size {width}x{height}")
         check_intra_period(intra_period)
@@ -194,6 +196,7 @@ class Encoder:
                                    header_sar(sar), synthesis=self.engine, entropy_params=self.entropy,
                                    synthesis_id=synthesis_id)
         self.quality_schedule = quality_schedule or default_quality_schedule(entry.name)
+        self.hold = None if hold_psnr is None else PsnrHold(hold_psnr)
         self._references = ReferenceBuffer()
         self.frames_written = 0
         self.bytes_written = 0
@@ -231,14 +234,20 @@ class Encoder:
         kind = frame_type(index, h.intra_period)
         x = frame_to_tensor(frame, self.device)
         ref = None if kind == FrameType.I else self._references.reference_for(index)
-        quality = self.quality_schedule.level(index, h.intra_period, h.quality, self.model.config.quality_levels)
+        levels = self.model.config.quality_levels
+        quality = self.quality_schedule.level(index, h.intra_period, h.quality, levels)
+        if self.hold is not None:
+            quality = self.hold.level(quality, kind, levels)
         streams, rec = frame_model(self.model, kind).compress(x, ref, quality)
         self._references.put(index, rec)
         packet = FramePacket(kind, quality, index, tuple(streams)).to_bytes()
         self._file.write(packet)
         self.frames_written += 1
         self.bytes_written += len(packet)
-        return EncodedFrame(index, kind, len(packet), reconstruction_to_frame(rec, h.height, h.width))
+        decoded = reconstruction_to_frame(rec, h.height, h.width)
+        if self.hold is not None:
+            self.hold.observe(kind, frame_psnr(frame, decoded).yuv, levels)
+        return EncodedFrame(index, kind, len(packet), decoded)
 
     def flush(self) -> None:
         """Write the end mark and complete the output (renamed into place only now)."""

@@ -101,11 +101,13 @@ def encode_video(source: str | Path, output: str | Path, quality: int = DEFAULT_
                  device: str = "cpu", size: tuple[int, int] | None = None, fps: Fraction | None = None,
                  progress: bool = True, keep: bool = False, intra_period: int = DEFAULT_INTRA_PERIOD, *,
                  model: str = DEFAULT_MODEL, overwrite: bool | None = True, on_warning=None,
-                 engine: str | None = None, entropy: str | None = None, flat_quality: bool = False) -> EncodeStats:
+                 engine: str | None = None, entropy: str | None = None, flat_quality: bool = False,
+                 hold_psnr: float | None = None) -> EncodeStats:
     """Encode `source` ("-": Y4M on stdin) to `output` ("-": stdout). What the source loses (bit
     depth, chroma, interlacing) is told to `on_warning(message)`, else raised as a `UserWarning`.
     `engine`, `entropy`: the synthesis engine and entropy parameters of a v2 model (`nvc.codec.Encoder`;
-    None: its defaults); `flat_quality`: every frame at `quality`, not the model's quality schedule."""
+    None: its defaults); `flat_quality`: every frame at `quality`, not the model's quality schedule;
+    `hold_psnr`: `nvc.gop.PsnrHold`'s margin in dB (None: off)."""
     if frames is not None and frames < 1:
         raise NvcError(f"--frames must be at least 1, got {frames}")
     check_output(output, [source], overwrite)
@@ -120,7 +122,7 @@ def encode_video(source: str | Path, output: str | Path, quality: int = DEFAULT_
                           color_range=info.color_range, chroma_location=info.chroma_location, sar=info.sar,
                           **({"engine": engine} if engine is not None else {}),
                           **({"entropy": entropy} if entropy is not None else {}),
-                          **({"quality_schedule": FLAT_QUALITY} if flat_quality else {}))
+                          **({"quality_schedule": FLAT_QUALITY} if flat_quality else {}), hold_psnr=hold_psnr)
         try:
             load_seconds = time.perf_counter() - loading
             psnr, kept, seconds = _encode_frames(encoder, src, frames, progress, keep)

@@ -8,7 +8,7 @@ import nvc
 from nvc.cli import main
 from nvc.codec import frame_to_tensor, tensor_to_frame
 from nvc.container import FrameType, StreamHeader, read_packets
-from nvc.gop import FLAT_QUALITY, QualitySchedule, frame_type
+from nvc.gop import FLAT_QUALITY, PsnrHold, QualitySchedule, frame_type
 from nvc.metrics import frame_psnr
 from nvc.video import read_frames
 
@@ -70,6 +70,43 @@ def test_packets_carry_their_level_and_decode_exactly(tmp_path, frames, schedule
     with nvc.open(path) as f:
         assert f.header.quality == 2
         assert all(frames_equal(e.reconstruction, d) for e, d in zip(encoded, f))
+
+
+def test_psnr_hold_raises_p_frames_that_fall_behind_the_first_and_starts_over_at_an_i_frame():
+    hold = PsnrHold(0.25)
+    levels = []
+    for kind, psnr in [(FrameType.I, 40.0), (FrameType.P, 36.0), (FrameType.P, 35.9), (FrameType.P, 35.6),
+                       (FrameType.P, 35.7), (FrameType.P, 36.5), (FrameType.P, 36.0), (FrameType.I, 40.0), (FrameType.P, 30.0)]:
+        levels.append(hold.level(6 if kind == FrameType.I else 2, kind, 8))
+        hold.observe(kind, psnr, 8)
+    # 35.9 is within the margin of the first P-frame's 36.0; 35.6 and 35.7 are not (two levels up);
+    # 36.5 is above it (one down); the I-frame starts over, its own level never moved
+    assert levels == [6, 2, 2, 2, 3, 4, 3, 6, 2]
+    top = PsnrHold(0.25)
+    for psnr in (40.0, 30.0, 29.0, 28.0, 27.0):
+        top.observe(FrameType.P, psnr, 3)
+    assert top.level(2, FrameType.P, 3) == 2  # capped at the last level
+    with pytest.raises(nvc.NvcError, match="positive"):
+        PsnrHold(0)
+
+
+def test_hold_psnr_packets_record_their_levels_and_decode_exactly(tmp_path, frames, carphone, capsys):
+    """nvc encode --hold-psnr: every P-frame at or above the schedule's level, the file decodes as encoded;
+    a margin that is not positive is refused in one line before any file is written."""
+    schedule = QualitySchedule(intra=3, period=4, periodic=1)
+    path = tmp_path / "h.nvc"
+    with nvc.Encoder(path, 176, 144, fps=30, quality=0, intra_period=8, hold_psnr=0.05) as enc:
+        encoded = [enc.encode(f) for f in frames]
+    with open(path, "rb") as f:
+        levels = [p.quality for p in read_packets(f, StreamHeader.read(f))]
+    scheduled = [schedule.level(i, 8, 0, 8) for i in range(len(frames))]
+    assert levels[0] == scheduled[0] and all(a >= b for a, b in zip(levels, scheduled)) and levels != scheduled
+    with nvc.open(path) as f:
+        assert all(frames_equal(e.reconstruction, d) for e, d in zip(encoded, f))
+    assert main(["encode", str(carphone), "-o", str(tmp_path / "bad.nvc"), "--hold-psnr", "0", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "--hold-psnr must be a positive number of dB" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.nvc").exists()
 
 
 def test_p_frames_cost_fewer_bits_than_i_frames(gop_file):
@@ -171,3 +208,12 @@ def test_eval_points_record_an_encoder_that_never_repeats_hyper_latents(monkeypa
 
     monkeypatch.setattr(lean_model, "REPEAT_HYPER", False)
     assert encoder_settings("lean-mc-yuv420-v2", 32)["repeat_hyper"] is False
+
+
+def test_eval_names_and_records_a_held_encoder():
+    """nvc eval --hold-psnr reports the model under its own name, and its points record the margin."""
+    from nvc.evaluation.codecs import NvcCodec
+
+    held, plain = NvcCodec(hold_psnr=0.25), NvcCodec()
+    assert held.name == "lean-mc-yuv420-v2-hold0.25" and plain.name == "lean-mc-yuv420-v2"
+    assert held.settings(0, 32)["hold_psnr"] == 0.25 and "hold_psnr" not in plain.settings(0, 32)

@@ -10,6 +10,8 @@
     python -m tools.rd_check --frames 32 --repeat-ablation CLIP...
     # compact rANS substreams (container version 5) against the older form (`nvc.entropy.coder.stream_format`)
     python -m tools.rd_check --frames 32 --compact-ablation CLIP...
+    # P-frames held within 0.25 dB of their GOP's first (`nvc encode --hold-psnr 0.25`) against the schedule alone
+    python -m tools.rd_check --frames 32 --hold-ablation 0.25 CLIP...
     # the encoder's rounding weights (`nvc.lean_model.RDO_WEIGHT`, I and P) set otherwise
     python -m tools.rd_check --frames 16 --rdo-weight 4 16 --json results/rdo-4-16.json CLIP...
     # held-out BD-rate against x265 for every training snapshot (does more training help?)
@@ -20,7 +22,8 @@ level; rate is the size of the .nvc packets the frames become (header included),
 PSNR-YUV (6:1:1) on the original YUV420 planes, exactly as `nvc eval` measures. The anchor is
 libx265 (low delay, constant QP, tune=psnr, --preset) on the same frames. Also reported: the split
 of the bytes into I-frames, P-frames, motion and hyper streams, and the share of latent symbols
-that were skipped (predicted scale <= 0.12). For the full protocol (96 frames, both presets, RD
+that were skipped (predicted scale <= 0.12), and the drift (the last P-frame's PSNR-YUV minus the
+first P-frame's, in the first GOP). For the full protocol (96 frames, both presets, RD
 plots) use `nvc eval`.
 """
 
@@ -43,7 +46,7 @@ from nvc.entropy import multistep
 from nvc.entropy.coder import stream_format
 from nvc.evaluation.bjontegaard import bd_psnr, bd_rate
 from nvc.evaluation.codecs import X265Codec
-from nvc.gop import FLAT_QUALITY, QualitySchedule, frame_type, quality_schedule
+from nvc.gop import FLAT_QUALITY, PsnrHold, QualitySchedule, frame_type, quality_schedule
 from nvc.lean_model import LeanVideoModel
 from nvc.metrics import frame_psnr
 from nvc.model import load_shipped, update_entropy_tables
@@ -56,16 +59,20 @@ V2 = "lean-mc-yuv420-v2"
 
 
 def code_clip(model, frames, quality: int, intra_period: int, steps: int | None = None,
-              schedule: QualitySchedule = quality_schedule(V2)) -> dict:
-    """One RD point: bpp, PSNR-YUV, the byte split and the skipped share of the latent symbols; each
-    frame at the level `schedule` gives it, as `nvc.Encoder` codes it."""
+              schedule: QualitySchedule = quality_schedule(V2), hold_psnr: float | None = None) -> dict:
+    """One RD point: bpp, PSNR-YUV, drift, the byte split and the skipped share of the latent symbols;
+    each frame at the level `schedule` (and `hold_psnr`'s `PsnrHold`) gives it, as `nvc.Encoder` codes it."""
     h, w = frames[0].height, frames[0].width
     total = len(StreamHeader(3, bytes(16), w, h, 25, 1, 0, len(frames), intra_period, quality).to_bytes()) + len(END_OF_STREAM)
     split, stats, psnrs, ref = {}, {}, [], None
+    levels = model.config.quality_levels
+    hold = None if hold_psnr is None else PsnrHold(hold_psnr)
     for i, f in enumerate(frames):
         kind = frame_type(i, intra_period)
         frame_model = model.intra if kind == FrameType.I else model.inter
-        level = schedule.level(i, intra_period, quality, model.config.quality_levels)
+        level = schedule.level(i, intra_period, quality, levels)
+        if hold is not None:
+            level = hold.level(level, kind, levels)
         streams, ref = frame_model.compress(frame_to_tensor(f), None if kind == FrameType.I else ref, level,
                                             steps=steps, stats=stats)
         total += len(FramePacket(kind, level, i, tuple(streams)).to_bytes())
@@ -73,7 +80,11 @@ def code_clip(model, frames, quality: int, intra_period: int, steps: int | None 
             key = f"{kind.name}-{s.kind.name.lower()}"
             split[key] = split.get(key, 0) + len(s.data)
         psnrs.append(frame_psnr(f, tensor_to_frame(ref.x_hat, h, w)).yuv)
+        if hold is not None:
+            hold.observe(kind, psnrs[-1], levels)
+    gop = psnrs[:intra_period] if intra_period > 0 else psnrs
     return {"quality": quality, "bpp": total * 8 / (w * h * len(frames)), "psnr_yuv": float(np.mean(psnrs)),
+            "drift": gop[-1] - gop[1] if len(gop) > 2 else float("nan"),
             "bytes": total, "split": split, "skipped_share": 1 - stats["coded"] / stats["symbols"]}
 
 
@@ -125,6 +136,8 @@ def main(argv=None) -> None:
                     help="also code with no repeated hyper-latents and report the BD-rate gain of repeating")
     ap.add_argument("--compact-ablation", action="store_true",
                     help="also code with the rANS substreams of container versions 1-4 and report the BD-rate gain")
+    ap.add_argument("--hold-ablation", type=float, metavar="DB",
+                    help="also code with `nvc encode --hold-psnr DB` and report its BD-rate and drift")
     ap.add_argument("--rdo-weight", type=float, nargs=2, metavar=("I", "P"),
                     help="the encoder's rate-distortion rounding weights (default: nvc.lean_model.RDO_WEIGHT)")
     ap.add_argument("--checkpoints", type=Path, nargs="+", help="training checkpoints to measure (default: shipped)")
@@ -167,6 +180,9 @@ def main(argv=None) -> None:
             if args.compact_ablation:
                 older = coded_within(stream_format(compact=False))
                 row |= {"curve_older_streams": older, "bd_rate_compact_vs_older": bd(older, curve)}
+            if args.hold_ablation:
+                held = [code_clip(model, frames, q, args.intra_period, hold_psnr=args.hold_ablation) for q in args.qualities]
+                row |= {"curve_hold": held, "bd_rate_hold_vs_schedule": bd(curve, held)}
             entry["models"][label] = row
             print(f"{name} {label}: BD-rate vs x265-{args.preset} {row['bd_rate_vs_x265']:+.1f} %, "
                   f"BD-PSNR {row['bd_psnr_vs_x265']:+.2f} dB"
@@ -175,10 +191,13 @@ def main(argv=None) -> None:
                   + (f", small steps in one substream vs K {row['bd_rate_one_substream_vs_k']:+.2f} %"
                      if args.substream_ablation else "")
                   + (f", repeated hyper-latents vs none {row['bd_rate_repeat_vs_none']:+.2f} %" if args.repeat_ablation else "")
-                  + (f", compact substreams vs older {row['bd_rate_compact_vs_older']:+.2f} %" if args.compact_ablation else ""))
+                  + (f", compact substreams vs older {row['bd_rate_compact_vs_older']:+.2f} %" if args.compact_ablation else "")
+                  + (f", PSNR hold vs schedule alone {row['bd_rate_hold_vs_schedule']:+.2f} %" if args.hold_ablation else ""))
             for p in curve:
-                print(f"  q{p['quality']}: {p['bpp']:.4f} bpp {p['psnr_yuv']:.2f} dB, skipped {p['skipped_share']:.1%}, "
-                      + ", ".join(f"{k} {v}" for k, v in sorted(p["split"].items())))
+                print(f"  q{p['quality']}: {p['bpp']:.4f} bpp {p['psnr_yuv']:.2f} dB, drift {p['drift']:+.2f} dB, "
+                      f"skipped {p['skipped_share']:.1%}, " + ", ".join(f"{k} {v}" for k, v in sorted(p["split"].items())))
+            for p in row.get("curve_hold", []):
+                print(f"  q{p['quality']} held: {p['bpp']:.4f} bpp {p['psnr_yuv']:.2f} dB, drift {p['drift']:+.2f} dB")
         result["clips"][name] = entry
     for measure in ("bd_rate_vs_x265", "bd_psnr_vs_x265"):
         for label in models:

@@ -69,9 +69,10 @@ class NvcCodec(Codec):
 
     parameter, extension = "quality", ".nvc"
 
-    def __init__(self, device: str = "cpu", model: str = DEFAULT_MODEL, all_intra: bool = False):
-        self.device, self.model, self.all_intra = device, model, all_intra
-        self.name = f"{model}-intra" if all_intra else model
+    def __init__(self, device: str = "cpu", model: str = DEFAULT_MODEL, all_intra: bool = False,
+                 hold_psnr: float | None = None):
+        self.device, self.model, self.all_intra, self.hold_psnr = device, model, all_intra, hold_psnr
+        self.name = f"{model}-intra" if all_intra else f"{model}-hold{hold_psnr:g}" if hold_psnr else model
 
     def levels(self) -> int:
         from nvc.model import load_shipped
@@ -107,13 +108,14 @@ class NvcCodec(Codec):
 
         return {"model": self.model, "quality": point, "intra_period": self.intra_period(intra_period),
                 "device": self.device, "weights": weights_hash(entry_by_name(self.model).weights_path).hex(),
-                **encoder_settings(self.model, self.intra_period(intra_period))}
+                **encoder_settings(self.model, self.intra_period(intra_period)),
+                **({"hold_psnr": self.hold_psnr} if self.hold_psnr else {})}
 
     def encode(self, frames, fps, point, intra_period, path) -> None:
         from nvc.codec import Encoder
 
         with Encoder(path, frames[0].width, frames[0].height, fps=fps, quality=point, model=self.model,
-                     device=self.device, intra_period=self.intra_period(intra_period)) as enc:
+                     device=self.device, intra_period=self.intra_period(intra_period), hold_psnr=self.hold_psnr) as enc:
             for f in frames:
                 enc.encode(f)
 
