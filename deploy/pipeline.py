@@ -53,8 +53,8 @@ class FrameDecoder:
     """Packets in decoding order -> `DecodedFrame`s in the same order (see the module docstring).
 
     `output`, if given, turns each reconstruction into the caller's frame (crop, colour conversion)
-    on the caller's thread; its result is `DecodedFrame.frame`. `compact_streams`: the form of the
-    file's rANS substreams (its header's `compact_streams`).
+    on the caller's thread; its result is `DecodedFrame.frame`. `substream_form`: the form of the
+    file's rANS substreams (its header's `substream_form`).
 
     `timings` (dict[str, float]): seconds spent so far in each stage, summed over frames, wall clock:
     "entropy" (`decode_latent`: entropy parameters and symbol decoding, with the motion field; on
@@ -66,9 +66,9 @@ class FrameDecoder:
     """
 
     def __init__(self, model, height: int, width: int, pipelined: bool = False,
-                 output: Callable[[Reconstruction], Any] | None = None, compact_streams: bool = True):
+                 output: Callable[[Reconstruction], Any] | None = None, substream_form: int = 2):
         self.model = model
-        self.compact_streams = compact_streams
+        self.substream_form = substream_form
         self.height, self.width = height, width  # the padded (coded) luma size
         self.output = output
         self.timings: dict[str, float] = dict.fromkeys(STAGES, 0.0)
@@ -105,7 +105,7 @@ class FrameDecoder:
             t0 = time.perf_counter()
             try:
                 frame_model = self._frame_model(packet.frame_type)
-                with stream_format(self.compact_streams):
+                with stream_format(self.substream_form):
                     latent = frame_model.decode_latent(list(packet.streams), ref, self.height, self.width)
                 if hasattr(frame_model, "prepare_synthesis"):  # a deployed model's latent-side synthesis work
                     latent = frame_model.prepare_synthesis(latent, packet.quality)

@@ -7,11 +7,14 @@ Index 0 is the skip class: symbols whose predicted scale is at most `scale_table
 at all, in the encoder and the decoder alike (DCVC-RT skips scale <= 0.12).
 
 The coder behind `encode` / `decode` is the native rANS of `nvc.entropy.native` (GIL released,
-substreams on threads). Its streams come in two forms (`stream_format`): *compact*, what container
-version 5 on holds (the state starts at 1 rather than 2^31 and a stream that is only its final
-state keeps its significant bytes: ~3 bytes less a substream, 3-7 for one that is its state alone), and the form of
-versions 1-4, exactly the bytes of CompressAI's rANS (`compressai.ans`), the reference it is tested
-against. Without the extension, `nvc.entropy.pyrans` codes compact streams and CompressAI the others.
+substreams on threads). Its streams come in three forms (`SubstreamForm`, set per thread by
+`stream_format`): *trimmed*, what container version 6 on holds: *compact* streams whose leading
+8-byte state is cut to its significant bytes (`trim_state`: ~1.6 bytes a substream less); *compact*,
+what version 5 holds (the state starts at 1 rather than 2^31 and a stream that is only its final
+state keeps its significant bytes: ~3 bytes less a substream, 3-7 for one that is its state alone);
+and the form of versions 1-4, exactly the bytes of CompressAI's rANS (`compressai.ans`), the
+reference it is tested against. Without the extension, `nvc.entropy.pyrans` codes compact streams
+and CompressAI the others.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import contextlib
 import functools
 import threading
 from dataclasses import dataclass
+from enum import IntEnum
 
 import numpy as np
 import torch
@@ -87,27 +91,54 @@ def _pad_single(values: np.ndarray, fill: int) -> np.ndarray:
     return np.concatenate([values, np.full(1, fill, values.dtype)]) if values.size == 1 else values
 
 
+class SubstreamForm(IntEnum):
+    """The byte form of a rANS substream (by container version: 1-4, 5, 6 on)."""
+
+    COMPRESSAI = 0  # CompressAI's bytes: the state starts at 2^31 and is written in 8 bytes
+    COMPACT = 1  # the state starts at 1; a stream that is its state alone keeps its significant bytes
+    TRIMMED = 2  # compact, with the state of a stream that has words in 5 to 8 bytes (`trim_state`)
+
+
 class _StreamFormat(threading.local):
-    compact = True  # what this thread codes: compact streams unless a decoder of an older file says not
+    form = SubstreamForm.TRIMMED  # what this thread codes, unless a decoder of an older file says otherwise
 
 
 _FORMAT = _StreamFormat()
 
 
-def compact_streams() -> bool:
-    """Whether this thread's substreams are compact (container version 5 on)."""
-    return _FORMAT.compact
+def substream_form() -> SubstreamForm:
+    """The form of this thread's substreams."""
+    return _FORMAT.form
 
 
 @contextlib.contextmanager
-def stream_format(compact: bool):
-    """Code this thread's substreams compact (container version >= 5) or as versions 1-4 did, within
-    the block: a decoder sets it from the file's header around its entropy decoding."""
-    previous, _FORMAT.compact = _FORMAT.compact, compact
+def stream_format(form: int):
+    """Code this thread's substreams in `form` (a `SubstreamForm`) within the block: a decoder sets it
+    from the file's header around its entropy decoding."""
+    previous, _FORMAT.form = _FORMAT.form, SubstreamForm(form)
     try:
         yield
     finally:
-        _FORMAT.compact = previous
+        _FORMAT.form = previous
+
+
+def trim_state(stream: bytes) -> bytes:
+    """A compact stream in the trimmed form: a stream with words (longer than 8 bytes) starts with its
+    final state x < 2^63 in 8 bytes, of which only the significant ones carry information (their
+    number is about uniform over 4..8: rANS states are log-uniform); it keeps k = max(5, significant)
+    of them, so that its length 4 * words + k names k (`untrim_state`). Shorter streams are the state alone."""
+    if len(stream) <= 8:
+        return stream
+    k = max(5, (int.from_bytes(stream[:8], "little").bit_length() + 7) // 8)
+    return stream[:k] + stream[8:]
+
+
+def untrim_state(stream: bytes) -> bytes:
+    """The compact stream of a trimmed one (k = 5 + (length - 9) mod 4 bytes of state)."""
+    if len(stream) <= 8:
+        return stream
+    k = 5 + (len(stream) - 9) % 4
+    return stream[:k] + bytes(8 - k) + stream[k:]
 
 
 def encode(symbols: np.ndarray, indexes: np.ndarray, tables: CdfTables) -> bytes:
@@ -115,11 +146,13 @@ def encode(symbols: np.ndarray, indexes: np.ndarray, tables: CdfTables) -> bytes
     if symbols.size == 0:
         return b""
     symbols, indexes = _pad_single(symbols, 0), _pad_single(indexes, int(indexes[0]))
-    compact = compact_streams()
+    form = substream_form()
+    if form != SubstreamForm.COMPRESSAI:
+        data = (native.encode(symbols, indexes, tables.native, True) if tables.native is not None
+                else pyrans.encode(symbols, indexes, tables, True))
+        return trim_state(data) if form == SubstreamForm.TRIMMED else data
     if tables.native is not None:
-        return native.encode(symbols, indexes, tables.native, compact)
-    if compact:
-        return pyrans.encode(symbols, indexes, tables, compact)
+        return native.encode(symbols, indexes, tables.native, False)
     from compressai.ans import RansEncoder
 
     return RansEncoder().encode_with_indexes(symbols.astype(np.int32).tolist(), indexes.astype(np.int32).tolist(),
@@ -132,9 +165,12 @@ def decode(data: bytes, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
         if data:
             raise NvcError("unexpected data in an empty substream")
         return np.zeros(0, np.int32)
-    compact = compact_streams()
+    form = substream_form()
+    compact = form != SubstreamForm.COMPRESSAI
     if len(data) < 4 and not compact:
         raise NvcError("truncated substream")
+    if form == SubstreamForm.TRIMMED:
+        data = untrim_state(data)
     n = indexes.size
     indexes = _pad_single(indexes, int(indexes[0]))
     try:

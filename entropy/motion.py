@@ -355,12 +355,15 @@ class MotionCoder(nn.Module):
             raise NvcError("malformed motion stream")
         h, w = (-(-n // (1 << grid)) for n in shape)
         rows = [MODE_ROWS + data[1 + c] for c in coded]
-        tables, compact = self._motion_tables(), coder.compact_streams()
+        tables, form = self._motion_tables(), coder.substream_form()
+        compact, stream = form != coder.SubstreamForm.COMPRESSAI, data[3:]
+        if form == coder.SubstreamForm.TRIMMED:
+            stream = coder.untrim_state(stream)
         try:
             if tables.native is not None:
-                out = native.decode_motion(data[3:], h, w, rows, tables.native, compact)
+                out = native.decode_motion(stream, h, w, rows, tables.native, compact)
             else:
-                out = decode_motion_python(data[3:], h, w, rows, tables, compact)
+                out = decode_motion_python(stream, h, w, rows, tables, compact)
         except ValueError as e:
             raise NvcError(f"corrupt motion stream ({e})") from None
         modes = out[: h * w].reshape(h, w)

@@ -319,7 +319,8 @@ def header_sar(sar: Fraction | tuple[int, int] | None) -> tuple[int, int]:
 def encoder_settings(model: str, intra_period: int) -> dict:
     """What changes a stream but not the weights: the quality schedule where it is not flat, v2's
     rounding weights, motion search weights, the format of its motion streams and the container's
-    (version 4: compact packet fields, repeated hyper-latents; 5: compact rANS substreams), PQ-MIM's sticky margins (P-frames).
+    (version 4: compact packet fields, repeated hyper-latents; 5: compact rANS substreams; 6: trimmed
+    substreams, packets without frame index or last stream length), PQ-MIM's sticky margins (P-frames).
     `nvc eval` records them with each point, so that a point coded otherwise is measured again."""
     settings = {}
     schedule = default_quality_schedule(model)
@@ -442,7 +443,7 @@ class Reader:
         h = self.header
         decoder = FrameDecoder(self._model, padded_size(h.height), padded_size(h.width), self.pipelined,
                                output=lambda rec: self._output(reconstruction_to_frame(rec, h.height, h.width)),
-                               compact_streams=h.compact_streams)
+                               substream_form=h.substream_form)
         self.timings = decoder.timings  # seconds per stage (FrameDecoder.timings), filled as frames come out
         state = {"last": None, "losing": False}  # the last frame output; whether the current GOP is lost
 

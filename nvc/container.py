@@ -3,10 +3,10 @@
 Readable from a pipe front to back without seeking; pure Python (no torch), so that `nvc info` and
 any tool can parse a file cheaply. All fixed-size integers are big-endian.
 
-File header, format version 5 (69 bytes)::
+File header, format version 6 (69 bytes)::
 
     magic          4s  b"NVC\\x1a"
-    version        u8  5 (this module writes 5 and reads 1 to 5)
+    version        u8  6 (this module writes 6 and reads 1 to 6)
     model_id       u16 id in nvc.models.registry.MODEL_TABLE (frozen; never reused)
     weights_hash   16s first 16 bytes of SHA-256 of the model's weights file
     width, height  u32 u32 luma size in pixels (any size; the codec pads and crops)
@@ -27,7 +27,7 @@ File header, format version 5 (69 bytes)::
                        graphs refuses the file); zeros for torch
     header_crc     u32 CRC32 of the bytes above
 
-Versions 3 and 4 have the same header; version 2 (59 bytes) is it without synthesis, entropy_params and
+Versions 3 to 5 have the same header; version 2 (59 bytes) is it without synthesis, entropy_params and
 synthesis_id: read as torch and float.
 
 Packet, one per frame, in decoding order (varint: unsigned LEB128)::
@@ -35,19 +35,21 @@ Packet, one per frame, in decoding order (varint: unsigned LEB128)::
     length         varint  bytes that follow in this packet (0 marks the end of the stream)
     type_quality   u8  frame_type << 6 | quality  (frame_type 1 = I (intra), 2 = P (predicted
                        from the frame before it); quality 0..63)
-    frame_index    varint
     stream_count   u8
     per stream     u8  kind << 6 | step << 3 | part   (kind: 1 motion, 2 hyper, 3 latent)
-                   varint  payload length
+                   varint  payload length, for every stream but the last (whose payload is the rest)
     crc32          u32 CRC32 of everything in the packet before it and of the payloads
     payloads       the streams' bytes, in the order listed
 
-Version 5 has version 4's packets; its rANS substreams are compact (`nvc.entropy.coder.stream_format`:
-the coder's state starts at 1 and a stream that is only its final state keeps its significant bytes,
-~3 bytes a substream less), where versions 1-4 hold CompressAI's form. Version 4 also lets a P-frame's
-hyper stream be empty: the frame reuses the hyper-latent of the P-frame before it (a still scene's is
-the same frame after frame). Versions 2 and 3 have the same packets with u32 length, u8 frame_type,
-u8 quality and u32 frame_index (4 to 7 bytes more a frame).
+The rANS substreams of version 6 are *trimmed* (`nvc.entropy.coder.SubstreamForm`: the final state
+of a stream that has words in 5 to 8 bytes rather than 8, ~1.6 bytes a substream less). Versions 4
+and 5 have the same packets with a varint frame_index after type_quality and the last stream's length
+too (2 to 4 bytes more a frame); version 5's substreams are compact (the coder's state starts at 1 and
+a stream that is only its final state keeps its significant bytes, ~3 bytes a substream less), where
+versions 1-4 hold CompressAI's form. Version 4 also lets a P-frame's hyper stream be empty: the frame
+reuses the hyper-latent of the P-frame before it (a still scene's is the same frame after frame).
+Versions 2 and 3 have version 4's packets with u32 length, u8 frame_type, u8 quality and u32
+frame_index (4 to 7 bytes more a frame).
 
 A packet is a list of typed streams (the motion field, the hyper-latent, and one or more substreams
 per decoding step of the main latent: its parts), so that a model with more steps or other stream kinds
@@ -68,7 +70,7 @@ from typing import BinaryIO, Iterator
 from nvc.errors import NvcError
 
 MAGIC = b"NVC\x1a"
-VERSION = 5
+VERSION = 6
 _HEADER_V1 = struct.Struct(">4sBH16sIIIIBIiBB")
 _HEADER_V2 = struct.Struct(">4sBH16sIIIIBBBHHIiB")
 _HEADER = struct.Struct(">4sBH16sIIIIBBBHHIiBBB8s")
@@ -118,7 +120,7 @@ class EntropyParameters(IntEnum):
 
 
 class StreamKind(IntEnum):
-    """What a stream in a packet holds (format versions 2 to 5)."""
+    """What a stream in a packet holds (format versions 2 to 6)."""
 
     MOTION = 1  # the motion field of a P-frame
     HYPER = 2  # the hyper-latent z
@@ -167,9 +169,10 @@ class StreamHeader:
     synthesis_id: bytes = bytes(8)  # version 3 on: the int8 graphs' hash prefix (zeros for torch)
 
     @property
-    def compact_streams(self) -> bool:
-        """Whether its rANS substreams are compact (version 5 on; `nvc.entropy.coder.stream_format`)."""
-        return self.version >= 5
+    def substream_form(self) -> int:
+        """The form of its rANS substreams (`nvc.entropy.coder.SubstreamForm`): 0 CompressAI's
+        (versions 1-4), 1 compact (5), 2 trimmed (6)."""
+        return 0 if self.version < 5 else 1 if self.version == 5 else 2
 
     def to_bytes(self) -> bytes:
         if self.version != VERSION:
@@ -189,7 +192,7 @@ class StreamHeader:
         if len(head) < len(MAGIC) + 1:
             raise NvcError("truncated file header")
         version = head[len(MAGIC)]
-        if version not in (1, 2, 3, 4, VERSION):
+        if not 1 <= version <= VERSION:
             raise NvcError(f"unsupported .nvc format version {version} (this nvc reads versions 1 to {VERSION})")
         layout = {1: _HEADER_V1, 2: _HEADER_V2}.get(version, _HEADER)
         rest = f.read(layout.size - len(head) + _CRC.size)
@@ -253,13 +256,13 @@ class FramePacket:
             raise ValueError("at most 255 streams per packet")
         if not (0 <= self.quality < 64 and 0 <= int(self.frame_type) < 4):
             raise ValueError(f"frame type {int(self.frame_type)} or quality {self.quality} does not fit the format")
-        table = bytearray([int(self.frame_type) << 6 | self.quality]) + _varint(self.frame_index)
-        table.append(len(self.streams))
-        for s in self.streams:
+        table = bytearray([int(self.frame_type) << 6 | self.quality, len(self.streams)])
+        for i, s in enumerate(self.streams):
             if not (0 < s.kind < 4 and 0 <= s.step < 8 and 0 <= s.part < 8):
                 raise ValueError(f"stream {s.kind}/{s.step}/{s.part} does not fit the format")
             table.append(int(s.kind) << 6 | s.step << 3 | s.part)
-            table += _varint(len(s.data))
+            if i + 1 < len(self.streams):
+                table += _varint(len(s.data))
         payload = b"".join(s.data for s in self.streams)
         body = bytes(table) + _CRC.pack(zlib.crc32(payload, zlib.crc32(table))) + payload
         return _varint(len(body)) + body
@@ -284,23 +287,30 @@ class DamagedPacket:
 END_OF_STREAM = _varint(0)
 
 
-def _parse_v2(body: bytes, version: int) -> tuple[int, int, int, tuple[Stream, ...]] | str:
-    """(type, quality, index, streams) of a version 2 to 5 packet body, or what is wrong with it."""
-    if len(body) < (3 if version >= 4 else _PACKET_FIXED_V3.size) + _CRC.size:
+def _parse_v2(body: bytes, version: int, index: int) -> tuple[int, int, int, tuple[Stream, ...]] | str:
+    """(type, quality, frame index, streams) of a version 2 to 6 packet body (the `index`-th of its
+    file), or what is wrong with it."""
+    if len(body) < (2 if version >= 6 else 3 if version >= 4 else _PACKET_FIXED_V3.size) + _CRC.size:
         return "malformed packet"
     table = []
     try:
-        if version >= 4:
+        if version >= 6:
+            ftype, quality, frame_index, count, pos = body[0] >> 6, body[0] & 63, index, body[1], 2
+        elif version >= 4:
             ftype, quality = body[0] >> 6, body[0] & 63
             frame_index, pos = _read_varint(body, 1)
             count, pos = body[pos], pos + 1
         else:
             ftype, quality, frame_index, count = _PACKET_FIXED_V3.unpack_from(body)
             pos = _PACKET_FIXED_V3.size
-        for _ in range(count):
+        for i in range(count):
             desc = body[pos]
-            length, pos = _read_varint(body, pos + 1)
-            table.append((desc, length))
+            if version >= 6 and i + 1 == count:  # the last stream's length: what the others leave
+                table.append((desc, None))
+                pos += 1
+            else:
+                length, pos = _read_varint(body, pos + 1)
+                table.append((desc, length))
     except (ValueError, IndexError):
         return "malformed packet"
     if pos + _CRC.size > len(body):
@@ -309,7 +319,9 @@ def _parse_v2(body: bytes, version: int) -> tuple[int, int, int, tuple[Stream, .
     payload = body[pos + _CRC.size :]
     if zlib.crc32(payload, zlib.crc32(body[:pos])) != crc:
         return "CRC mismatch"
-    if sum(n for _, n in table) != len(payload) or any(d >> 6 == 0 for d, _ in table):
+    if table and table[-1][1] is None:
+        table[-1] = (table[-1][0], len(payload) - sum(n for _, n in table[:-1]))
+    if sum(n for _, n in table) != len(payload) or any(d >> 6 == 0 or n < 0 for d, n in table):
         return "malformed packet"
     streams, at = [], 0
     for desc, n in table:
@@ -375,7 +387,7 @@ def read_packets(f: BinaryIO, header: StreamHeader, skip_damaged: bool = False) 
         body = f.read(length)
         if len(body) < length:
             raise NvcError(f"truncated packet in frame {index}")
-        parsed = _parse_v1(body, header.substreams) if header.version == 1 else _parse_v2(body, header.version)
+        parsed = _parse_v1(body, header.substreams) if header.version == 1 else _parse_v2(body, header.version, index)
         if not isinstance(parsed, str):
             ftype, quality, frame_index, streams = parsed
             if ftype not in (FrameType.I, FrameType.P) or frame_index != index:

@@ -48,6 +48,16 @@ def test_packets_round_trip():
     assert list(read_packets(f, header)) == [packet(0), packet(1)]
 
 
+def test_version_6_packets_hold_no_index_and_no_last_length():
+    """Length, type/quality, count, 4 descriptors with 3 lengths, CRC: 2 + 1 + 1 + 4 + 3 + 4 bytes
+    before the payloads; the frame index is the packet's place in the file."""
+    p = packet(1)
+    assert len(p.to_bytes()) == 2 + 1 + 1 + 4 + 3 + 4 + p.size
+    empty_last = replace(p, streams=p.streams[:-1] + (Stream(StreamKind.LATENT, 1, 1, b""),))
+    f = stream(packet(0), empty_last)
+    assert list(read_packets(f, StreamHeader.read(f))) == [packet(0), empty_last]
+
+
 @pytest.mark.parametrize(
     "mutate, message",
     [

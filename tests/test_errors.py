@@ -109,8 +109,8 @@ def test_wrong_magic(tmp_path, capsys, small_nvc):
 
 def test_future_version(tmp_path, capsys, small_nvc):
     data = small_nvc.read_bytes()
-    msg = decode_error(tmp_path, capsys, data[:4] + bytes([6]) + data[5:])
-    assert msg == "nvc: error: unsupported .nvc format version 6 (this nvc reads versions 1 to 5)"
+    msg = decode_error(tmp_path, capsys, data[:4] + bytes([7]) + data[5:])
+    assert msg == "nvc: error: unsupported .nvc format version 7 (this nvc reads versions 1 to 6)"
 
 
 def test_other_weights(tmp_path, capsys, small_nvc):

@@ -1,9 +1,10 @@
 """The golden files: committed `.nvc` files whose decoded frames and latents are pinned, so that a
 decoder on another machine, thread count or build is checked against this one: tests/data/golden-v2.nvc
-in the container version the encoder writes (`tools/make_golden.py`), and golden-v2-format3.nvc, the
-same frames as version 3 wrote them (rANS substreams in their older form, no repeated hyper-latents), frozen: no encoder writes
-that version any more, so its hashes are constants; when the v2 weights change it cannot be made
-again and is deleted with its entry in GOLDEN_FILES.
+in the container version the encoder writes (`tools/make_golden.py`), and golden-v2-format3.nvc and
+golden-v2-format5.nvc, the same frames as versions 3 and 5 wrote them (version 3: rANS substreams in
+their older form, no repeated hyper-latents; version 5: compact substreams, frame indexes in the
+packets), frozen: no encoder writes those versions any more, so their hashes are constants; when the
+v2 weights change they cannot be made again and are deleted with their entries in GOLDEN_FILES.
 
 The stream uses integer entropy parameters and torch fp32 synthesis (its header says so): the
 latents and motion (`LATENTS_SHA256`) are exact on any machine, through the torch and the numpy
@@ -29,6 +30,8 @@ LATENTS_SHA256 = "dfd6ed65e9c440e84862ef4a2a95f8f4a1fdcb80052c08a2efb089ce924c8f
 # file -> (container version, FRAMES_SHA256, LATENTS_SHA256)
 GOLDEN_FILES = {
     GOLDEN: (VERSION, FRAMES_SHA256, LATENTS_SHA256),
+    GOLDEN.with_name("golden-v2-format5.nvc"): (5, "1ad7e03f20c5f91d4f0ea103123496cd1db4f79f7d71f0ac65a3edcd1753c050",
+                                                "dfd6ed65e9c440e84862ef4a2a95f8f4a1fdcb80052c08a2efb089ce924c8f3d"),
     GOLDEN.with_name("golden-v2-format3.nvc"): (3, "a44e9babfd97b95f2c1953437dd221c2fcca1b73d5f8be0a197b3253d5c14f85",
                                                 "9edaedb0e173aca4a0e90445bd88f7f13ad194d97f67660d3d71c22173d1ebdd"),
 }

@@ -197,7 +197,7 @@ def test_eval_points_record_the_encoders_choices():
 
     v2 = encoder_settings("lean-mc-yuv420-v2", 32)
     assert v2["quality_schedule"] == {"intra": 3, "period": 4, "periodic": 1} and len(v2["rdo_weight"]) == 2
-    assert v2["motion_format"] == 0xF8 and v2["container"] == 5 and "repeat_hyper" not in v2
+    assert v2["motion_format"] == 0xF8 and v2["container"] == 6 and "repeat_hyper" not in v2
     assert "quality_schedule" not in encoder_settings("lean-mc-yuv420-v2", 1)
     assert encoder_settings("tcm-yuv420-v1", 32) == {}
 

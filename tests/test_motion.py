@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nvc.entropy import native
-from nvc.entropy.coder import stream_format
+from nvc.entropy.coder import SubstreamForm, stream_format
 from nvc.entropy.motion import (EXPLICIT, FORMAT_MARKER, MEDIAN, MODE_ROWS, MotionCoder, coded_modes,
                                 decode_motion_python, expand_field, field_from_modes, field_modes, mode_tables)
 from nvc.errors import NvcError
@@ -96,7 +96,7 @@ def test_first_format_still_decodes(coder):
     mv = np.zeros((2, 5, 7), np.int32)
     mv[:, :, 4:] = np.array([24, -8])[:, None, None]
     mv[:, 2, 1], mv[:, 4, 6] = (5, -3), (-7, 2)
-    with stream_format(False):  # written before container version 5
+    with stream_format(SubstreamForm.COMPRESSAI):  # written before container version 5
         assert np.array_equal(coder.decode(FIRST_FORMAT, (5, 7))[0].numpy(), mv)
     assert coder.encode(torch.from_numpy(mv)[None])[0] == 0xF8  # new streams carry the marker (and grid 0)
 
@@ -131,7 +131,7 @@ def test_native_motion_decoding_is_the_python_one(coder, shape, compact):
     rng = np.random.default_rng(shape[0] * 100 + shape[1])
     mv = torch.from_numpy(rng.integers(-3, 4, (1, 2, *shape)).astype(np.int32))
     mv[0, :, 0, 0] = 5  # at least one explicit vector
-    with stream_format(compact):
+    with stream_format(SubstreamForm.COMPACT if compact else SubstreamForm.COMPRESSAI):
         data = coder.encode(mv)
         assert torch.equal(coder.decode(data, shape), mv)
     grid, modes, _ = coded_modes(mv[0].numpy())

@@ -287,14 +287,44 @@ def test_compact_streams_detect_damage(nt):
 
 
 def test_stream_format_is_per_thread_and_restored():
-    assert coder.compact_streams()
+    trimmed = coder.SubstreamForm.TRIMMED
+    assert coder.substream_form() == trimmed
     seen = []
-    with coder.stream_format(False):
-        worker = threading.Thread(target=lambda: seen.append(coder.compact_streams()))
+    with coder.stream_format(coder.SubstreamForm.COMPRESSAI):
+        worker = threading.Thread(target=lambda: seen.append(coder.substream_form()))
         worker.start()
         worker.join()
-        assert not coder.compact_streams()
-    assert coder.compact_streams() and seen == [True]
+        assert coder.substream_form() == coder.SubstreamForm.COMPRESSAI
+    assert coder.substream_form() == trimmed and seen == [trimmed]
+
+
+@pytest.mark.parametrize("n", [3, 40, 700, 5000])
+def test_trimmed_streams_are_compact_ones_with_a_shorter_state(tables, nt, n):
+    """Container version 6: a stream with words keeps max(5, significant) bytes of its 8-byte state
+    and its length names how many; `untrim_state` gives the compact stream back."""
+    saved = []
+    for seed in range(40):
+        symbols, indexes = gaussian(n, seed)
+        compact = native.encode(symbols, indexes, nt, compact=True)
+        trimmed = coder.encode(symbols, indexes, tables)
+        assert coder.untrim_state(trimmed) == compact and len(trimmed) <= len(compact)
+        assert (len(trimmed) <= 8) == (len(compact) <= 8)  # 8 bytes or fewer: the state alone
+        assert np.array_equal(coder.decode(trimmed, indexes, tables), symbols)
+        saved.append(len(compact) - len(trimmed))
+    if n >= 40:  # streams with words: 0 to 3 bytes less, about 1.6 on average (log-uniform states)
+        assert set(saved) <= {0, 1, 2, 3} and 1.0 < np.mean(saved) < 2.5
+    with coder.stream_format(coder.SubstreamForm.COMPACT):
+        assert coder.encode(symbols, indexes, tables) == compact
+
+
+def test_trimmed_streams_detect_damage(tables):
+    symbols, indexes = gaussian(2000, 7)
+    data = coder.encode(symbols, indexes, tables)
+    for cut in (1, 2, 5):
+        with pytest.raises(NvcError):
+            coder.decode(data[:-cut], indexes, tables)
+    with pytest.raises(NvcError):
+        coder.decode(data + b"\0", indexes, tables)
 
 
 def test_without_the_extension_the_python_coder_writes_the_same_bytes(monkeypatch, tables, nt):
@@ -305,10 +335,13 @@ def test_without_the_extension_the_python_coder_writes_the_same_bytes(monkeypatc
     monkeypatch.setattr(native, "_rans", None)
     bare = coder.CdfTables(tables.cdfs, tables.lengths, tables.offsets)  # tables.native is cached
     assert bare.native is None
-    assert coder.encode(symbols, indexes, bare) == compact
-    assert np.array_equal(coder.decode(compact, indexes, bare), symbols)
-    with coder.stream_format(False):
+    assert coder.encode(symbols, indexes, bare) == coder.trim_state(compact)
+    assert np.array_equal(coder.decode(coder.trim_state(compact), indexes, bare), symbols)
+    with coder.stream_format(coder.SubstreamForm.COMPACT):
+        assert coder.encode(symbols, indexes, bare) == compact
+        assert np.array_equal(coder.decode(compact, indexes, bare), symbols)
+    with coder.stream_format(coder.SubstreamForm.COMPRESSAI):
         assert coder.encode(symbols, indexes, bare) == classic
         assert np.array_equal(coder.decode(classic, indexes, bare), symbols)
     with pytest.raises(NvcError):
-        coder.decode(compact[:-1], indexes, bare)
+        coder.decode(coder.trim_state(compact)[:-1], indexes, bare)

@@ -20,7 +20,7 @@ def decode_all(data: bytes, pipelined: bool, timings: dict | None = None):
     model, _ = load_shipped(entry_by_name("lean-mc-yuv420-v2"))
     decoder = FrameDecoder(model, padded_size(header.height), padded_size(header.width), pipelined=pipelined,
                            output=lambda rec: tensor_to_frame(rec.x_hat, header.height, header.width),
-                           compact_streams=header.compact_streams)
+                           substream_form=header.substream_form)
     out = []
     try:
         for packet in read_packets(f, header, skip_damaged=True):

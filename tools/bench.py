@@ -82,7 +82,7 @@ def timed_decode(path: Path, device: str) -> dict:
         for packet in r.packets():
             t0 = time.perf_counter()
             frame_model = model.intra if packet.frame_type == FrameType.I else model.inter
-            with torch.no_grad(), stream_format(h.compact_streams):
+            with torch.no_grad(), stream_format(h.substream_form):
                 latent = frame_model.decode_latent(list(packet.streams), ref, hp, wp)
                 sync()
                 t1 = time.perf_counter()

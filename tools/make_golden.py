@@ -3,7 +3,7 @@
     python -m tools.make_golden            # after the v2 weights change; then commit both files
 
 It writes the container version this encoder writes (tests/data/golden-v2.nvc); the older
-tests/data/golden-v2-format3.nvc is frozen (see tests/test_golden.py).
+tests/data/golden-v2-format3.nvc and -format5.nvc are frozen (see tests/test_golden.py).
 
 The file: 4 frames (an I-frame and 3 P-frames) of a 128x128 crop of the bundled carphone clip, coded
 by lean-mc-yuv420-v2 at quality 3 with the deterministic deployment choice: integer entropy
@@ -82,7 +82,7 @@ def latents_sha256(path: Path, implementation: str = "torch") -> str:
         ref = None
         for packet in reader.packets():
             fm = frame_models[packet.frame_type]
-            with stream_format(reader.header.compact_streams):
+            with stream_format(reader.header.substream_form):
                 latent = fm.decode_latent(list(packet.streams), ref, height, width)
             h.update(latent.y_hat.float().contiguous().numpy().tobytes())
             if latent.mv is not None:

@@ -8,7 +8,7 @@
     python -m tools.rd_check --frames 32 --substream-ablation CLIP...
     # P-frames that may repeat their reference's hyper-latent (`nvc.lean_model.REPEAT_HYPER`) against never
     python -m tools.rd_check --frames 32 --repeat-ablation CLIP...
-    # compact rANS substreams (container version 5) against the older form (`nvc.entropy.coder.stream_format`)
+    # the rANS substreams of container version 6 (trimmed) against those of versions 1-4 (`nvc.entropy.coder.SubstreamForm`)
     python -m tools.rd_check --frames 32 --compact-ablation CLIP...
     # P-frames held within 0.25 dB of their GOP's first (`nvc encode --hold-psnr 0.25`) against the schedule alone
     python -m tools.rd_check --frames 32 --hold-ablation 0.25 CLIP...
@@ -43,7 +43,7 @@ from nvc import lean_model
 from nvc.codec import frame_to_tensor, tensor_to_frame
 from nvc.container import END_OF_STREAM, FramePacket, FrameType, StreamHeader
 from nvc.entropy import multistep
-from nvc.entropy.coder import stream_format
+from nvc.entropy.coder import SubstreamForm, stream_format
 from nvc.evaluation.bjontegaard import bd_psnr, bd_rate
 from nvc.evaluation.codecs import X265Codec
 from nvc.gop import FLAT_QUALITY, PsnrHold, QualitySchedule, frame_type, quality_schedule
@@ -178,7 +178,7 @@ def main(argv=None) -> None:
                 own = coded_within(patch.object(lean_model, "REPEAT_HYPER", False))
                 row |= {"curve_no_repeat": own, "bd_rate_repeat_vs_none": bd(own, curve)}
             if args.compact_ablation:
-                older = coded_within(stream_format(compact=False))
+                older = coded_within(stream_format(SubstreamForm.COMPRESSAI))
                 row |= {"curve_older_streams": older, "bd_rate_compact_vs_older": bd(older, curve)}
             if args.hold_ablation:
                 held = [code_clip(model, frames, q, args.intra_period, hold_psnr=args.hold_ablation) for q in args.qualities]
