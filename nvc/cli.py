@@ -37,7 +37,7 @@ An existing output file is never replaced unless -y is given.
 """
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--hold-psnr", type=float, metavar="DB",
                      help="hold each GOP's P-frames within DB of its first P-frame's PSNR by raising their level where "
                           "they fall below it (at a cost in rate: steadier quality over a GOP, e.g. 0.25; default: off)")
-    enc.add_argument("--size", type=_size, help="WxH of a raw .yuv input")
+    enc.add_argument("--size", type=parse_size, help="WxH of a raw .yuv input")
     enc.add_argument("--fps", type=_fps,
                      help="frame rate written into the .nvc header, e.g. 30000/1001: for a raw .yuv input (default 25), "
                           "or to override the rate the input's container or Y4M header states")
@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--hold-psnr", type=float, metavar="DB",
                     help="encode the model under test with `nvc encode --hold-psnr DB` (reported as MODEL-holdDB)")
     ev.add_argument("--anchor-qps", type=int, nargs="+", help="anchor QPs (default: a sweep covering nvc's bpp and PSNR range)")
-    ev.add_argument("--size", type=_size, help="WxH of raw .yuv inputs")
+    ev.add_argument("--size", type=parse_size, help="WxH of raw .yuv inputs")
     ev.add_argument("--fps", type=_fps, help="frame rate of raw .yuv inputs")
     return ap
 

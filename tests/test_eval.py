@@ -105,3 +105,19 @@ def test_eval_rejects_bad_arguments(tmp_path, carphone, capsys):
     assert main(["eval", str(carphone), "--qualities", "9", "-o", str(tmp_path / "r")]) == 1
     assert "--qualities must be in 0..7 for lean-mc-yuv420-v2" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "nope"), "-o", str(tmp_path / "r")]) == 1
+
+
+def test_rd_check_crops_the_centre_with_chroma():
+    """`tools.rd_check --crop WxH`: the centre of every plane, the corner on even luma pixels."""
+    import numpy as np
+
+    from nvc.frames import YUVFrame
+    from tools.rd_check import centre_crop
+
+    y = np.arange(10 * 12, dtype=np.uint8).reshape(10, 12)
+    u, v = y[::2, ::2].copy(), y[1::2, 1::2].copy()
+    out = centre_crop(YUVFrame(y, u, v), 6, 4)
+    assert np.array_equal(out.y, y[2:6, 2:8])  # top (10-4)//2 = 3 -> 2, left (12-6)//2 = 3 -> 2
+    assert np.array_equal(out.u, u[1:3, 1:4]) and np.array_equal(out.v, v[1:3, 1:4])
+    with pytest.raises(SystemExit):
+        centre_crop(YUVFrame(y, u, v), 5, 4)

@@ -79,3 +79,24 @@ def test_v2_training_codes_runs_at_the_encoders_schedule(tmp_path, capsys, carph
                    "--export", str(tmp_path / "w.pt"), "--photo-share", "0", "--segments", "1", "--segment", "6",
                    "--no-sample-clips", "--threads", "1", "--steps", "1", "--quality-schedule"])
     assert (tmp_path / "w.pt").exists()
+
+
+def test_v2_training_with_a_lead_trains_p_frames_from_a_drifted_reference():
+    """`--lead`: the I-frame and the first P-frames are coded without gradients and left out of the
+    loss, so only the P-frame model learns, from a reference that has been through earlier P-frames."""
+    from nvc.lean_model import LeanVideoModel
+    from nvc.models.lean import LeanConfig
+    from tools.train_v2 import sequence_loss
+
+    torch.manual_seed(0)
+    model = LeanVideoModel(LeanConfig())
+    x = torch.rand(1, 4, 6, 32, 32)
+    loss, logged = sequence_loss(model, x, torch.tensor([2]), lead=2)
+    loss.backward()
+    assert all(p.grad is None for p in model.intra.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.inter.parameters())
+    model.zero_grad(set_to_none=True)
+    loss, _ = sequence_loss(model, x, torch.tensor([2]))  # without: the I-frame model learns too
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.intra.parameters())
+

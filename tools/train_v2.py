@@ -50,34 +50,40 @@ def frame_levels(quality: torch.Tensor, length: int, schedule: QualitySchedule, 
 
 
 def sequence_loss(model: LeanVideoModel, x: torch.Tensor, quality: torch.Tensor, p_rate_weight: float = 1.0,
-                  train_intra: bool = True):
+                  train_intra: bool = True, lead: int = 0):
     """x: (B, T, 6, h, w); quality: (B,) one level per run, or (T, B) one per frame (each frame's
     distortion weighted by its own level's lambda). Returns the loss and (I bpp, P bpp, I psnr,
     P psnr) for logging.
 
     `p_rate_weight` < 1 discounts the rate of P-frames (a warm-up that keeps the P-model from
     collapsing to "never code a latent" while its references are still poor); `train_intra=False`
-    codes frame 0 without gradients (P-model fine-tuning)."""
+    codes frame 0 without gradients (P-model fine-tuning). `lead` > 0 codes the first `lead` frames
+    (the I-frame and lead-1 P-frames) without gradients and leaves them out of the loss: the trained
+    P-frames start from a reference that has drifted as it has `lead` frames into a GOP, which runs
+    of a few frames from the I-frame never show."""
     levels = quality if quality.dim() == 2 else quality.expand(x.size(1), -1)
     lmbda = torch.tensor(model.config.lambdas, device=x.device)[levels]  # (T, B)
-    with torch.set_grad_enabled(train_intra and torch.is_grad_enabled()):
-        out = model.intra(x[:, 0], levels[0])
-    bpps, mses = [rate_bpp(out, x[:, 0])], [yuv_mse(out.x_hat, x[:, 0])]
-    ref_x, ref_y = out.x_hat.clamp(0, 1), out.y_hat
-    for t in range(1, x.size(1)):
-        out = model.inter(x[:, t], ref_x, ref_y, levels[t])
+    first = lead or (0 if train_intra else 1)  # the first frame in the loss
+    bpps, mses = [], []
+    for t in range(x.size(1)):
+        with torch.set_grad_enabled(t >= first and torch.is_grad_enabled()):
+            if t == 0:
+                out = model.intra(x[:, 0], levels[0])
+            else:
+                out = model.inter(x[:, t], ref_x, ref_y, levels[t])
         bpps.append(rate_bpp(out, x[:, t]))
         mses.append(yuv_mse(out.x_hat, x[:, t]))
         ref_x, ref_y = out.x_hat.clamp(0, 1), out.y_hat
     bpp, mse = torch.stack(bpps), torch.stack(mses)  # (T, B)
-    weights = torch.tensor([1.0 if train_intra else 0.0] + [p_rate_weight] * (x.size(1) - 1), device=x.device)
-    loss = (lmbda * 255**2 * mse + weights[:, None] * bpp)[0 if train_intra else 1 :].mean()
+    weights = torch.tensor([1.0] + [p_rate_weight] * (x.size(1) - 1), device=x.device)
+    loss = (lmbda * 255**2 * mse + weights[:, None] * bpp)[first:].mean()
 
     def psnr(m):
         return 10 * math.log10(1 / max(m.item(), 1e-10))
     if x.size(1) == 1:  # I-frames alone: no P-frame figures
         return loss, (bpp[0].mean().item(), math.nan, psnr(mse[0].mean()), math.nan)
-    return loss, (bpp[0].mean().item(), bpp[1:].mean().item(), psnr(mse[0].mean()), psnr(mse[1:].mean()))
+    p = max(first, 1)
+    return loss, (bpp[0].mean().item(), bpp[p:].mean().item(), psnr(mse[0].mean()), psnr(mse[p:].mean()))
 
 
 class RunSampler:
@@ -199,6 +205,10 @@ def main(argv=None) -> None:
     ap.add_argument("--quality-schedule", action="store_true",
                     help="code each run's frames at the levels the encoder's schedule gives them (nvc.gop: I-frame "
                          "and every 4th P-frame above the run's level) instead of all at the run's level")
+    ap.add_argument("--lead", type=int, default=0,
+                    help="runs start up to this many frames earlier, coded without gradients and out of the loss "
+                         "(the I-frame and P-frames; each step draws 0..LEAD): the trained P-frames see references "
+                         "that have drifted as late in a GOP (default 0)")
     ap.add_argument("--bf16", action="store_true",
                     help="run the transforms in bfloat16 autocast (the entropy model stays fp32): ~1.4x faster steps on CPUs with BF16")
     ap.set_defaults(patch=256)
@@ -217,7 +227,7 @@ def main(argv=None) -> None:
     def make_sampler() -> RunSampler:  # decoding the clips takes a while: only when needed
         photos = load_photos(args.patch + 8 * args.length) if args.photo_share > 0 else []
         clips = load_clips(args.data, args.segment, args.segments, args.seed, not args.no_sample_clips)
-        return RunSampler(clips, photos, args.patch, args.length, args.photo_share, seed=args.seed)
+        return RunSampler(clips, photos, args.patch, args.length + args.lead, args.photo_share, seed=args.seed)
 
     sampler = None
     checkpoints = training.Checkpoints(args.out)
@@ -269,12 +279,15 @@ def main(argv=None) -> None:
         training.set_learning_rate(opt, args.lr, step, args.steps, decay_from=decay_from)
         model.train()
         x = sampler.batch(args.batch).to(device)
+        lead = sampler.rng.randint(0, args.lead) if args.lead else 0
+        x = x[:, : lead + args.length]
         quality = torch.randint(0, model.config.quality_levels, (x.size(0),), device=device)
         if args.quality_schedule:
             quality = frame_levels(quality, x.size(1), quality_schedule(V2_MODEL), model.config.quality_levels)
         warm = min(1.0, 0.1 + 0.9 * (step - first_step) / args.p_rate_warmup) if args.p_rate_warmup else 1.0
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=args.bf16):
-            loss, logged = sequence_loss(model, x, quality, p_rate_weight=warm, train_intra=not args.inter_only)
+            loss, logged = sequence_loss(model, x, quality, p_rate_weight=warm, train_intra=not args.inter_only,
+                                         lead=lead)
         training.update(model, opt, aux_opt, loss, aux_loss, _average_gradients if distributed else None)
         step += 1
         logged = ema.add((loss.item(),) + logged)
