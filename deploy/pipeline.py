@@ -31,7 +31,7 @@ from typing import Any, Callable
 import torch
 
 from nvc.container import DamagedPacket, FramePacket, FrameType
-from nvc.entropy.coder import stream_format
+from nvc.entropy.coder import SubstreamForm, stream_format
 from nvc.errors import NvcError
 from nvc.model import DecodedLatent, Reconstruction
 
@@ -66,7 +66,8 @@ class FrameDecoder:
     """
 
     def __init__(self, model, height: int, width: int, pipelined: bool = False,
-                 output: Callable[[Reconstruction], Any] | None = None, substream_form: int = 2):
+                 output: Callable[[Reconstruction], Any] | None = None,
+                 substream_form: int = SubstreamForm.TRIMMED):
         self.model = model
         self.substream_form = substream_form
         self.height, self.width = height, width  # the padded (coded) luma size

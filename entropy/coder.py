@@ -141,6 +141,13 @@ def untrim_state(stream: bytes) -> bytes:
     return stream[:k] + bytes(8 - k) + stream[k:]
 
 
+def readable(data: bytes) -> tuple[bytes, bool]:
+    """A substream of this thread's form as the rANS decoders read it: (its bytes, trimmed states
+    restored; whether it is compact)."""
+    form = substream_form()
+    return (untrim_state(data) if form == SubstreamForm.TRIMMED else data), form != SubstreamForm.COMPRESSAI
+
+
 def encode(symbols: np.ndarray, indexes: np.ndarray, tables: CdfTables) -> bytes:
     """Code int32 `symbols` with per-symbol table `indexes` (both 1-D); empty input -> b""."""
     if symbols.size == 0:
@@ -165,12 +172,9 @@ def decode(data: bytes, indexes: np.ndarray, tables: CdfTables) -> np.ndarray:
         if data:
             raise NvcError("unexpected data in an empty substream")
         return np.zeros(0, np.int32)
-    form = substream_form()
-    compact = form != SubstreamForm.COMPRESSAI
+    data, compact = readable(data)
     if len(data) < 4 and not compact:
         raise NvcError("truncated substream")
-    if form == SubstreamForm.TRIMMED:
-        data = untrim_state(data)
     n = indexes.size
     indexes = _pad_single(indexes, int(indexes[0]))
     try:

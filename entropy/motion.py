@@ -355,10 +355,7 @@ class MotionCoder(nn.Module):
             raise NvcError("malformed motion stream")
         h, w = (-(-n // (1 << grid)) for n in shape)
         rows = [MODE_ROWS + data[1 + c] for c in coded]
-        tables, form = self._motion_tables(), coder.substream_form()
-        compact, stream = form != coder.SubstreamForm.COMPRESSAI, data[3:]
-        if form == coder.SubstreamForm.TRIMMED:
-            stream = coder.untrim_state(stream)
+        tables, (stream, compact) = self._motion_tables(), coder.readable(data[3:])
         try:
             if tables.native is not None:
                 out = native.decode_motion(stream, h, w, rows, tables.native, compact)
