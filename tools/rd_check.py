@@ -12,6 +12,8 @@
     python -m tools.rd_check --frames 32 --compact-ablation CLIP...
     # P-frames held within 0.25 dB of their GOP's first (`nvc encode --hold-psnr 0.25`) against the schedule alone
     python -m tools.rd_check --frames 32 --hold-ablation 0.25 CLIP...
+    # latents refined by N Adam steps on each frame's loss (`nvc.lean_model.REFINE_ITERATIONS`) against none
+    python -m tools.rd_check --frames 16 --crop 640x352 --refine-ablation 10 CLIP...
     # the encoder's rounding weights (`nvc.lean_model.RDO_WEIGHT`, I and P) set otherwise
     python -m tools.rd_check --frames 16 --rdo-weight 4 16 --json results/rdo-4-16.json CLIP...
     # held-out BD-rate against x265 for every training snapshot (does more training help?)
@@ -154,6 +156,12 @@ def main(argv=None) -> None:
                     help="also code with the rANS substreams of container versions 1-4 and report the BD-rate gain")
     ap.add_argument("--hold-ablation", type=float, metavar="DB",
                     help="also code with `nvc encode --hold-psnr DB` and report its BD-rate and drift")
+    ap.add_argument("--refine-ablation", type=int, metavar="N",
+                    help="also code with latents refined by N Adam steps (nvc.latent_refinement) and report the BD-rate gain")
+    ap.add_argument("--refine-weight", type=float, metavar="W",
+                    help="with --refine-ablation: the refinement's distortion weight (nvc.lean_model.REFINE_WEIGHT)")
+    ap.add_argument("--motion-lambdas", type=float, nargs="+", metavar="L",
+                    help="the block matching's rate weights, one coding each (default: nvc.lean_model.MOTION_LAMBDAS)")
     ap.add_argument("--rdo-weight", type=float, nargs=2, metavar=("I", "P"),
                     help="the encoder's rate-distortion rounding weights (default: nvc.lean_model.RDO_WEIGHT)")
     ap.add_argument("--checkpoints", type=Path, nargs="+", help="training checkpoints to measure (default: shipped)")
@@ -161,6 +169,10 @@ def main(argv=None) -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
+    if args.refine_weight:
+        lean_model.REFINE_WEIGHT = args.refine_weight
+    if args.motion_lambdas:
+        lean_model.MOTION_LAMBDAS = tuple(args.motion_lambdas)
     if args.rdo_weight:
         lean_model.RDO_WEIGHT = tuple(args.rdo_weight)
 
@@ -169,7 +181,7 @@ def main(argv=None) -> None:
     clips = {c.stem: [centre_crop(f, *args.crop) if args.crop else f for f in read_frames(c, args.frames)]
              for c in args.clips}
     result = {"frames": args.frames, "intra_period": args.intra_period, "anchor": f"x265-{args.preset}",
-              "rdo_weight": list(lean_model.RDO_WEIGHT), "clips": {}}
+              "rdo_weight": list(lean_model.RDO_WEIGHT), "motion_lambdas": list(lean_model.MOTION_LAMBDAS), "clips": {}}
     for name, frames in clips.items():
         anchor = x265_curve(frames, args.qps, args.intra_period, args.preset)
         entry = {"x265": anchor, "models": {}}
@@ -197,6 +209,9 @@ def main(argv=None) -> None:
             if args.compact_ablation:
                 older = coded_within(stream_format(SubstreamForm.COMPRESSAI))
                 row |= {"curve_older_streams": older, "bd_rate_compact_vs_older": bd(older, curve)}
+            if args.refine_ablation:
+                refined = coded_within(patch.object(lean_model, "REFINE_ITERATIONS", args.refine_ablation))
+                row |= {"curve_refined": refined, "bd_rate_refined_vs_none": bd(curve, refined)}
             if args.hold_ablation:
                 held = [code_clip(model, frames, q, args.intra_period, hold_psnr=args.hold_ablation) for q in args.qualities]
                 row |= {"curve_hold": held, "bd_rate_hold_vs_schedule": bd(curve, held)}
@@ -209,10 +224,13 @@ def main(argv=None) -> None:
                      if args.substream_ablation else "")
                   + (f", repeated hyper-latents vs none {row['bd_rate_repeat_vs_none']:+.2f} %" if args.repeat_ablation else "")
                   + (f", compact substreams vs older {row['bd_rate_compact_vs_older']:+.2f} %" if args.compact_ablation else "")
+                  + (f", refined latents vs none {row['bd_rate_refined_vs_none']:+.2f} %" if args.refine_ablation else "")
                   + (f", PSNR hold vs schedule alone {row['bd_rate_hold_vs_schedule']:+.2f} %" if args.hold_ablation else ""))
             for p in curve:
                 print(f"  q{p['quality']}: {p['bpp']:.4f} bpp {p['psnr_yuv']:.2f} dB, drift {p['drift']:+.2f} dB, "
                       f"skipped {p['skipped_share']:.1%}, " + ", ".join(f"{k} {v}" for k, v in sorted(p["split"].items())))
+            for p in row.get("curve_refined", []):
+                print(f"  q{p['quality']} refined: {p['bpp']:.4f} bpp {p['psnr_yuv']:.2f} dB, drift {p['drift']:+.2f} dB")
             for p in row.get("curve_hold", []):
                 print(f"  q{p['quality']} held: {p['bpp']:.4f} bpp {p['psnr_yuv']:.2f} dB, drift {p['drift']:+.2f} dB")
         result["clips"][name] = entry
