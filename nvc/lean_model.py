@@ -32,7 +32,6 @@ from nvc.entropy.hyperprior import single_threaded
 from nvc.entropy.motion import MotionCoder
 from nvc.entropy.multistep import MultiStepLatentCodec, RdoRounding
 from nvc.errors import NvcError
-from nvc.latent_refinement import refine_latent
 from nvc.model import DecodedLatent, ModelOutput, Reconstruction, to_8bit, yuv_mse
 from nvc.models.lean import Analysis, LeanConfig, QualityGain, Synthesis
 from nvc.models.motion import MotionCompensation, estimate_motion, warp_latent
@@ -68,12 +67,6 @@ MOTION_LAMBDAS = (400.0, 40.0)
 # the reference's hyper-latent (an empty hyper stream) and keeps that coding where its training loss is
 # lower. False: never (`tools.rd_check --repeat-ablation`).
 REPEAT_HYPER = True
-# An encoder choice (the stream is the same): Adam steps of latent refinement (`nvc.latent_refinement`)
-# on the coding chosen otherwise; the refined coding is kept where its training loss is lower. 0: none.
-# The refinement's loss and the choice between refined and not weigh distortion this many times the
-# frame's lambda (a reference's errors carry into the frames that follow).
-REFINE_ITERATIONS = 0
-REFINE_WEIGHT = 1.0
 
 
 def luma(x: torch.Tensor) -> torch.Tensor:
@@ -85,19 +78,6 @@ def coding_cost(x_hat: torch.Tensor, x: torch.Tensor, bits: int, lmbda: float) -
     """The training loss of one coded frame (bpp + lambda * 255^2 * `yuv_mse`) times its luma pixels: bits."""
     luma_pixels = 4 * x.shape[-2] * x.shape[-1]
     return float(lmbda * 255**2 * yuv_mse(x_hat.double(), x.double()).item()) * luma_pixels + bits
-
-
-def weighted(coding, x: torch.Tensor, lmbda: float) -> float:
-    """`coding_cost` of a coding (streams, reconstruction, ...) with distortion weighted `REFINE_WEIGHT` times."""
-    bits = 8 * sum(len(s.data) for s in coding[0])
-    return coding_cost(coding[1].x_hat, x, bits, REFINE_WEIGHT * lmbda)
-
-
-def merge_stats(into: dict | None, frame_stats: dict) -> None:
-    """Add one coding's symbol counts to the caller's `stats` (if it asked for them)."""
-    if into is not None:
-        for k, v in frame_stats.items():
-            into[k] = into.get(k, 0) + v
 
 
 def latent_streams(z: bytes, steps: list[list[bytes]]) -> list[Stream]:
@@ -161,15 +141,6 @@ class _LeanFrameModel(nn.Module):
         return RdoRounding(weight * self.unit_energy(quality), self.latent_codec.y_codec.scale_table,
                            latent_shape[-2] * latent_shape[-1])
 
-    def refined(self, y: torch.Tensor, x: torch.Tensor, quality: int, z_hat: torch.Tensor,
-                prior: tuple | None = None, pred: torch.Tensor | None = None) -> torch.Tensor:
-        """`y` refined for frame `x` (`REFINE_ITERATIONS` steps of `refine_latent`), coded with
-        hyper-latent `z_hat`, temporal prior `prior` and prediction `pred` (P-frames)."""
-        q = torch.tensor([quality], device=x.device)
-        base = self.latent_codec.base_parameters(z_hat, prior)
-        return refine_latent(y, lambda y_hat: self.g_s(self.gain.unscale(y_hat, q), pred), self.latent_codec,
-                             base, x, REFINE_WEIGHT * self.config.lambdas[quality], REFINE_ITERATIONS)
-
 
 class LeanIntra(_LeanFrameModel):
     def __init__(self, cfg: LeanConfig):
@@ -194,24 +165,8 @@ class LeanIntra(_LeanFrameModel):
         """`steps` overrides the decoding schedule (1: no context); `stats` receives symbol counts."""
         q = torch.tensor([quality], device=x.device)
         y = self.gain.scale(self.g_a(x), q)
-        hyper = self.latent_codec.encode_hyper(y)
-        best = self._code(x, y, quality, steps, hyper)
-        if REFINE_ITERATIONS:
-            refined = self._code(x, self.refined(y, x, quality, hyper[1]), quality, steps, hyper)
-            best = min(best, refined, key=lambda c: weighted(c, x, self.config.lambdas[quality]))
-        streams, rec, frame_stats, _ = best
-        merge_stats(stats, frame_stats)
-        return streams, rec
-
-    def _code(self, x: torch.Tensor, y: torch.Tensor, quality: int, steps: int | None, hyper: tuple[bytes, torch.Tensor]):
-        """(streams, reconstruction, latent statistics, `coding_cost`) of the frame coded with latent `y`."""
-        stats = {}
-        z, parts, y_hat = self.latent_codec.compress(y, steps=steps, stats=stats, rounding=self.rounding(quality, y.shape),
-                                                     hyper=hyper)
-        streams = latent_streams(z, parts)
-        rec = replace(self.synthesize(DecodedLatent(y_hat), None, quality), source=x)
-        bits = 8 * sum(len(s.data) for s in streams)
-        return streams, rec, stats, coding_cost(rec.x_hat, x, bits, self.config.lambdas[quality])
+        z, parts, y_hat = self.latent_codec.compress(y, steps=steps, stats=stats, rounding=self.rounding(quality, y.shape))
+        return latent_streams(z, parts), replace(self.synthesize(DecodedLatent(y_hat), ref, quality), source=x)
 
     @torch.no_grad()
     def decode_latent(self, streams: list[Stream], ref: Reconstruction | None, height: int, width: int) -> DecodedLatent:
@@ -305,20 +260,14 @@ class LeanInter(_LeanFrameModel):
         analyses = [self._analyse(x, ref, quality, mv) for mv in fields]
         codings = [self._code(x, ref, quality, mv, a, steps) for mv, a in zip(fields, analyses)]
         i = min(range(len(codings)), key=lambda i: codings[i][-1])
-        best, hyper = codings[i], None
+        best = codings[i]
         if REPEAT_HYPER and ref.z_hat is not None:  # with the reference's hyper-latent: no hyper bytes
             repeat = self._code(x, ref, quality, fields[i], analyses[i], steps, hyper=(b"", ref.z_hat))
-            if repeat[-1] < best[-1]:
-                best, hyper = repeat, (b"", ref.z_hat)
-        if REFINE_ITERATIONS:
-            mv, (motion, y) = fields[i], analyses[i]
-            hyper = hyper or self.latent_codec.encode_hyper(y)
-            pred = self.motion_compensation(ref.x_hat, mv)
-            y = self.refined(y, x, quality, hyper[1], self._prior(ref.y_hat, mv), pred)
-            refined = self._code(x, ref, quality, mv, (motion, y), steps, hyper)
-            best = min(best, refined, key=lambda c: weighted(c, x, self.config.lambdas[quality]))
+            best = min(best, repeat, key=lambda c: c[-1])
         streams, rec, frame_stats, _ = best
-        merge_stats(stats, frame_stats)
+        if stats is not None:
+            for k, v in frame_stats.items():
+                stats[k] = stats.get(k, 0) + v
         return streams, rec
 
     def _analyse(self, x: torch.Tensor, ref: Reconstruction, quality: int, mv: torch.Tensor) -> tuple[bytes, torch.Tensor]:

@@ -12,8 +12,8 @@
     python -m tools.rd_check --frames 32 --compact-ablation CLIP...
     # P-frames held within 0.25 dB of their GOP's first (`nvc encode --hold-psnr 0.25`) against the schedule alone
     python -m tools.rd_check --frames 32 --hold-ablation 0.25 CLIP...
-    # latents refined by N Adam steps on each frame's loss (`nvc.lean_model.REFINE_ITERATIONS`) against none
-    python -m tools.rd_check --frames 16 --crop 640x352 --refine-ablation 10 CLIP...
+    # the block matching's rate weights (`nvc.lean_model.MOTION_LAMBDAS`, one coding of each P-frame per weight) set otherwise
+    python -m tools.rd_check CLIP... --frames 32 --motion-lambdas 400 40 4000
     # the encoder's rounding weights (`nvc.lean_model.RDO_WEIGHT`, I and P) set otherwise
     python -m tools.rd_check --frames 16 --rdo-weight 4 16 --json results/rdo-4-16.json CLIP...
     # held-out BD-rate against x265 for every training snapshot (does more training help?)
@@ -156,10 +156,6 @@ def main(argv=None) -> None:
                     help="also code with the rANS substreams of container versions 1-4 and report the BD-rate gain")
     ap.add_argument("--hold-ablation", type=float, metavar="DB",
                     help="also code with `nvc encode --hold-psnr DB` and report its BD-rate and drift")
-    ap.add_argument("--refine-ablation", type=int, metavar="N",
-                    help="also code with latents refined by N Adam steps (nvc.latent_refinement) and report the BD-rate gain")
-    ap.add_argument("--refine-weight", type=float, metavar="W",
-                    help="with --refine-ablation: the refinement's distortion weight (nvc.lean_model.REFINE_WEIGHT)")
     ap.add_argument("--motion-lambdas", type=float, nargs="+", metavar="L",
                     help="the block matching's rate weights, one coding each (default: nvc.lean_model.MOTION_LAMBDAS)")
     ap.add_argument("--rdo-weight", type=float, nargs=2, metavar=("I", "P"),
@@ -169,8 +165,6 @@ def main(argv=None) -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
-    if args.refine_weight:
-        lean_model.REFINE_WEIGHT = args.refine_weight
     if args.motion_lambdas:
         lean_model.MOTION_LAMBDAS = tuple(args.motion_lambdas)
     if args.rdo_weight:
@@ -209,9 +203,6 @@ def main(argv=None) -> None:
             if args.compact_ablation:
                 older = coded_within(stream_format(SubstreamForm.COMPRESSAI))
                 row |= {"curve_older_streams": older, "bd_rate_compact_vs_older": bd(older, curve)}
-            if args.refine_ablation:
-                refined = coded_within(patch.object(lean_model, "REFINE_ITERATIONS", args.refine_ablation))
-                row |= {"curve_refined": refined, "bd_rate_refined_vs_none": bd(curve, refined)}
             if args.hold_ablation:
                 held = [code_clip(model, frames, q, args.intra_period, hold_psnr=args.hold_ablation) for q in args.qualities]
                 row |= {"curve_hold": held, "bd_rate_hold_vs_schedule": bd(curve, held)}
@@ -224,13 +215,10 @@ def main(argv=None) -> None:
                      if args.substream_ablation else "")
                   + (f", repeated hyper-latents vs none {row['bd_rate_repeat_vs_none']:+.2f} %" if args.repeat_ablation else "")
                   + (f", compact substreams vs older {row['bd_rate_compact_vs_older']:+.2f} %" if args.compact_ablation else "")
-                  + (f", refined latents vs none {row['bd_rate_refined_vs_none']:+.2f} %" if args.refine_ablation else "")
                   + (f", PSNR hold vs schedule alone {row['bd_rate_hold_vs_schedule']:+.2f} %" if args.hold_ablation else ""))
             for p in curve:
                 print(f"  q{p['quality']}: {p['bpp']:.4f} bpp {p['psnr_yuv']:.2f} dB, drift {p['drift']:+.2f} dB, "
                       f"skipped {p['skipped_share']:.1%}, " + ", ".join(f"{k} {v}" for k, v in sorted(p["split"].items())))
-            for p in row.get("curve_refined", []):
-                print(f"  q{p['quality']} refined: {p['bpp']:.4f} bpp {p['psnr_yuv']:.2f} dB, drift {p['drift']:+.2f} dB")
             for p in row.get("curve_hold", []):
                 print(f"  q{p['quality']} held: {p['bpp']:.4f} bpp {p['psnr_yuv']:.2f} dB, drift {p['drift']:+.2f} dB")
         result["clips"][name] = entry
