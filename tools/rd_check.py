@@ -156,6 +156,8 @@ def main(argv=None) -> None:
                     help="also code with the rANS substreams of container versions 1-4 and report the BD-rate gain")
     ap.add_argument("--hold-ablation", type=float, metavar="DB",
                     help="also code with `nvc encode --hold-psnr DB` and report its BD-rate and drift")
+    ap.add_argument("--schedule", type=int, nargs=4, metavar=("INTRA", "PERIOD", "PERIODIC", "RAMP"),
+                    help="code with this nvc.gop.QualitySchedule instead of the model's")
     ap.add_argument("--motion-lambdas", type=float, nargs="+", metavar="L",
                     help="the block matching's rate weights, one coding each (default: nvc.lean_model.MOTION_LAMBDAS)")
     ap.add_argument("--rdo-weight", type=float, nargs=2, metavar=("I", "P"),
@@ -175,13 +177,14 @@ def main(argv=None) -> None:
     clips = {c.stem: [centre_crop(f, *args.crop) if args.crop else f for f in read_frames(c, args.frames)]
              for c in args.clips}
     result = {"frames": args.frames, "intra_period": args.intra_period, "anchor": f"x265-{args.preset}",
-              "rdo_weight": list(lean_model.RDO_WEIGHT), "motion_lambdas": list(lean_model.MOTION_LAMBDAS), "clips": {}}
+              "rdo_weight": list(lean_model.RDO_WEIGHT), "schedule": args.schedule, "motion_lambdas": list(lean_model.MOTION_LAMBDAS), "clips": {}}
     for name, frames in clips.items():
         anchor = x265_curve(frames, args.qps, args.intra_period, args.preset)
         entry = {"x265": anchor, "models": {}}
         for label, ckpt in models.items():
             model = model_from_checkpoint(ckpt) if ckpt else load_shipped(entry_by_name(V2))[0]
-            curve = [code_clip(model, frames, q, args.intra_period) for q in args.qualities]
+            schedule = QualitySchedule(*args.schedule) if args.schedule else quality_schedule(V2)
+            curve = [code_clip(model, frames, q, args.intra_period, schedule=schedule) for q in args.qualities]
             row = {"curve": curve, "bd_rate_vs_x265": bd(anchor, curve), "bd_psnr_vs_x265": bd(anchor, curve, bd_psnr)}
             if args.steps_ablation:
                 single = [code_clip(model, frames, q, args.intra_period, steps=1) for q in args.qualities]
