@@ -45,7 +45,6 @@ class QualitySchedule:
     intra: int = 0
     period: int = 0
     periodic: int = 0
-    ramp: int = 0  # P-frames at GOP position p also go p // ramp levels up (0: none)
 
     def level(self, index: int, intra_period: int, quality: int, levels: int) -> int:
         if intra_period == 1:
@@ -55,7 +54,6 @@ class QualitySchedule:
         else:
             position = index % intra_period if intra_period > 0 else index
             offset = self.periodic if self.period and position % self.period == 0 else 0
-            offset += position // self.ramp if self.ramp else 0
         return min(quality + offset, levels - 1)
 
 

@@ -156,7 +156,7 @@ def main(argv=None) -> None:
                     help="also code with the rANS substreams of container versions 1-4 and report the BD-rate gain")
     ap.add_argument("--hold-ablation", type=float, metavar="DB",
                     help="also code with `nvc encode --hold-psnr DB` and report its BD-rate and drift")
-    ap.add_argument("--schedule", type=int, nargs=4, metavar=("INTRA", "PERIOD", "PERIODIC", "RAMP"),
+    ap.add_argument("--schedule", type=int, nargs=3, metavar=("INTRA", "PERIOD", "PERIODIC"),
                     help="code with this nvc.gop.QualitySchedule instead of the model's")
     ap.add_argument("--motion-lambdas", type=float, nargs="+", metavar="L",
                     help="the block matching's rate weights, one coding each (default: nvc.lean_model.MOTION_LAMBDAS)")
