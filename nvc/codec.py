@@ -318,7 +318,7 @@ def header_sar(sar: Fraction | tuple[int, int] | None) -> tuple[int, int]:
 
 def encoder_settings(model: str, intra_period: int) -> dict:
     """What changes a stream but not the weights: the quality schedule where it is not flat, v2's
-    rounding weights, motion search weights, the format of its motion streams and the container's
+    rounding weights, motion search weights, the distortion weight of its P-frame decisions, the format of its motion streams and the container's
     (version 4: compact packet fields, repeated hyper-latents; 5: compact rANS substreams; 6: trimmed
     substreams, packets without frame index or last stream length), PQ-MIM's sticky margins (P-frames).
     `nvc eval` records them with each point, so that a point coded otherwise is measured again."""
@@ -328,10 +328,11 @@ def encoder_settings(model: str, intra_period: int) -> dict:
         settings["quality_schedule"] = asdict(schedule)
     if model == "lean-mc-yuv420-v2":
         from nvc.entropy.motion import FORMAT_MARKER
-        from nvc.lean_model import MOTION_LAMBDAS, RDO_WEIGHT, REPEAT_HYPER
+        from nvc.lean_model import DECISION_WEIGHT, MOTION_LAMBDAS, RDO_WEIGHT, REPEAT_HYPER
 
         settings["rdo_weight"] = list(RDO_WEIGHT)
         settings["motion_lambdas"] = list(MOTION_LAMBDAS)
+        settings["decision_weight"] = DECISION_WEIGHT
         settings["motion_format"] = FORMAT_MARKER
         settings["container"] = VERSION
         if not REPEAT_HYPER:  # recorded only when off, so that points coded with the default stay valid

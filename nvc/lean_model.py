@@ -67,6 +67,14 @@ MOTION_LAMBDAS = (400.0, 40.0)
 # the reference's hyper-latent (an empty hyper stream) and keeps that coding where its training loss is
 # lower. False: never (`tools.rd_check --repeat-ablation`).
 REPEAT_HYPER = True
+# An encoder choice (the stream is the same): a P-frame's choices between its codings (the motion fields,
+# the repeated hyper-latent) weigh its distortion this many times its level's lambda, since its errors
+# carry into the frames that predict from it (as `RDO_WEIGHT` does for rounding). BD-rate against 1 on the
+# centre 640x352 of six training clips, 32 frames, levels 0 2 4 6 (`tools.rd_check --decision-weight W`):
+# 2: 02_cups -1.10, 16_robotarm -0.22, 21_biker -0.63, 11_polevault -1.78, intel-one-by-one-person-detection
+# -0.60, 04_coffee +0.01 % (mean -0.72); 3: -0.95, -0.40, -0.58, -1.71, -0.47, 0.00 (-0.69); 8 on the first
+# four: -0.63, -0.23, -0.13, -0.88 %.
+DECISION_WEIGHT = 2.0
 
 
 def luma(x: torch.Tensor) -> torch.Tensor:
@@ -279,8 +287,9 @@ class LeanInter(_LeanFrameModel):
 
     def _code(self, x: torch.Tensor, ref: Reconstruction, quality: int, mv: torch.Tensor,
               analysis: tuple[bytes, torch.Tensor], steps: int | None, hyper: tuple[bytes, torch.Tensor] | None = None):
-        """(streams, reconstruction, latent statistics, `coding_cost`) of the frame coded with motion
-        `mv` (`analysis`: its `_analyse`) and hyper-latent `hyper` ((stream, z_hat); default: the frame's own)."""
+        """(streams, reconstruction, latent statistics, `coding_cost` at `DECISION_WEIGHT` times the level's
+        lambda) of the frame coded with motion `mv` (`analysis`: its `_analyse`) and hyper-latent `hyper`
+        ((stream, z_hat); default: the frame's own)."""
         motion, y = analysis
         lc, stats = self.latent_codec, {}
         z, z_hat = hyper if hyper is not None else lc.encode_hyper(y)
@@ -289,7 +298,7 @@ class LeanInter(_LeanFrameModel):
         streams = [Stream(StreamKind.MOTION, 0, 0, motion)] + latent_streams(z, parts)
         rec = replace(self.synthesize(DecodedLatent(y_hat, mv, z_hat), ref, quality), source=x)
         bits = 8 * sum(len(s.data) for s in streams)
-        return streams, rec, stats, coding_cost(rec.x_hat, x, bits, self.config.lambdas[quality])
+        return streams, rec, stats, coding_cost(rec.x_hat, x, bits, DECISION_WEIGHT * self.config.lambdas[quality])
 
     @torch.no_grad()
     def decode_latent(self, streams: list[Stream], ref: Reconstruction, height: int, width: int) -> DecodedLatent:

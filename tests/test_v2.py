@@ -108,13 +108,13 @@ def test_a_repeated_frame_is_nearly_free(model, clip):
 
 
 def test_p_frame_keeps_the_cheaper_of_its_motion_searches(model, clip, monkeypatch):
-    """Searched with each weight of MOTION_LAMBDAS, a P-frame keeps the coding of lowest training
-    loss, which the decoder reproduces from the stream."""
+    """Searched with each weight of MOTION_LAMBDAS, a P-frame keeps the coding of lowest cost (its
+    distortion weighed DECISION_WEIGHT times), which the decoder reproduces from the stream."""
     from nvc import lean_model
-    from nvc.lean_model import coding_cost
+    from nvc.lean_model import DECISION_WEIGHT, coding_cost
 
     _, ref = model.intra.compress(clip[0], None, 2)
-    q, lmbda = 2, model.config.lambdas[2]
+    q, lmbda = 2, DECISION_WEIGHT * model.config.lambdas[2]
 
     def coded(lambdas):
         monkeypatch.setattr(lean_model, "MOTION_LAMBDAS", lambdas)
@@ -134,7 +134,7 @@ def test_p_frame_may_repeat_its_references_hyper_latent(model, clip):
     """A P-frame whose reference is a P-frame may code its latent with the reference's hyper-latent
     (an empty hyper stream: a still scene's is the same frame after frame), if that costs less; the
     decoder rebuilds it exactly, and refuses an empty hyper stream with no hyper-latent to repeat."""
-    from nvc.lean_model import coding_cost
+    from nvc.lean_model import DECISION_WEIGHT, coding_cost
 
     h, w = clip[0].shape[-2] * 2, clip[0].shape[-1] * 2
     q, inter = 3, model.inter
@@ -148,7 +148,7 @@ def test_p_frame_may_repeat_its_references_hyper_latent(model, clip):
     analysis = inter._analyse(clip[2], ref_p, q, mv)
     own = inter._code(clip[2], ref_p, q, mv, analysis, None)
     repeat = inter._code(clip[2], ref_p, q, mv, analysis, None, hyper=(b"", ref_p.z_hat))
-    kept = coding_cost(rec.x_hat, clip[2], 8 * sum(len(s.data) for s in streams), model.config.lambdas[q])
+    kept = coding_cost(rec.x_hat, clip[2], 8 * sum(len(s.data) for s in streams), DECISION_WEIGHT * model.config.lambdas[q])
     assert kept == min(own[-1], repeat[-1])  # the cheaper of the two, with the field it kept
 
     (hyper,) = [s for s in repeat[0] if s.kind == StreamKind.HYPER]

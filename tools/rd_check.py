@@ -14,6 +14,10 @@
     python -m tools.rd_check --frames 32 --hold-ablation 0.25 CLIP...
     # the block matching's rate weights (`nvc.lean_model.MOTION_LAMBDAS`, one coding of each P-frame per weight) set otherwise
     python -m tools.rd_check CLIP... --frames 32 --motion-lambdas 400 40 4000
+    # the weight of a P-frame's distortion in its choices between codings (`nvc.lean_model.DECISION_WEIGHT`)
+    python -m tools.rd_check CLIP... --frames 32 --crop 640x352 --decision-weight 3
+    # another quality schedule (`nvc.gop.QualitySchedule`: I-frame offset, period, periodic offset)
+    python -m tools.rd_check CLIP... --frames 32 --schedule 3 4 2
     # the encoder's rounding weights (`nvc.lean_model.RDO_WEIGHT`, I and P) set otherwise
     python -m tools.rd_check --frames 16 --rdo-weight 4 16 --json results/rdo-4-16.json CLIP...
     # held-out BD-rate against x265 for every training snapshot (does more training help?)
@@ -158,6 +162,8 @@ def main(argv=None) -> None:
                     help="also code with `nvc encode --hold-psnr DB` and report its BD-rate and drift")
     ap.add_argument("--schedule", type=int, nargs=3, metavar=("INTRA", "PERIOD", "PERIODIC"),
                     help="code with this nvc.gop.QualitySchedule instead of the model's")
+    ap.add_argument("--decision-weight", type=float, metavar="W",
+                    help="the P-frame decisions' distortion weight (default: nvc.lean_model.DECISION_WEIGHT)")
     ap.add_argument("--motion-lambdas", type=float, nargs="+", metavar="L",
                     help="the block matching's rate weights, one coding each (default: nvc.lean_model.MOTION_LAMBDAS)")
     ap.add_argument("--rdo-weight", type=float, nargs=2, metavar=("I", "P"),
@@ -167,6 +173,8 @@ def main(argv=None) -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
+    if args.decision_weight:
+        lean_model.DECISION_WEIGHT = args.decision_weight
     if args.motion_lambdas:
         lean_model.MOTION_LAMBDAS = tuple(args.motion_lambdas)
     if args.rdo_weight:
