@@ -318,9 +318,10 @@ def header_sar(sar: Fraction | tuple[int, int] | None) -> tuple[int, int]:
 
 def encoder_settings(model: str, intra_period: int) -> dict:
     """What changes a stream but not the weights: the quality schedule where it is not flat, v2's
-    rounding weights, motion search weights, the distortion weight of its P-frame decisions, the format of its motion streams and the container's
-    (version 4: compact packet fields, repeated hyper-latents; 5: compact rANS substreams; 6: trimmed
-    substreams, packets without frame index or last stream length), PQ-MIM's sticky margins (P-frames).
+    rounding weights, motion search weights, the distortion weight of its P-frame decisions, the
+    format of its motion streams and the container's (version 4: compact packet fields, repeated
+    hyper-latents; 5: compact rANS substreams; 6: trimmed substreams, packets without frame index or
+    last stream length), PQ-MIM's sticky margins (P-frames).
     `nvc eval` records them with each point, so that a point coded otherwise is measured again."""
     settings = {}
     schedule = default_quality_schedule(model)

@@ -57,15 +57,15 @@ RDO_WEIGHT = (4.0, 8.0)
 # `nvc.models.motion.estimate_motion`). One weight for every clip helps some and hurts others (BD-rate of
 # 48 against 128 on training clips, 16 frames: 21_biker -2.82, 11_polevault -3.34, 16_robotarm +8.90 %),
 # so a P-frame is searched with each of these weights, coded with each distinct field, and the
-# coding of lowest training loss (`coding_cost`) is kept, as an HEVC encoder tries its modes. Chosen on
+# coding of lowest cost (`coding_cost`, `DECISION_WEIGHT`) is kept, as an HEVC encoder tries its modes. Chosen on
 # four training clips (16 frames, q0 2 4 6; every P-frame coded with 128, 40, 16 and 400): summed
 # cost against 128 alone, mean over the clips, (128, 40) -1.09 %, (400, 40) -1.45 %, (400, 40, 16)
 # -1.81 % for a third coding. BD-rate of (400, 40) against 128 (16x16 search from q2 then): 21_biker -3.20, 16_robotarm -4.17,
 # 11_polevault -3.78, 02_cups -1.47 %; P-frames take two codings to encode.
 MOTION_LAMBDAS = (400.0, 40.0)
 # An encoder choice (format 4 decodes either): a P-frame whose reference is a P-frame is also coded with
-# the reference's hyper-latent (an empty hyper stream) and keeps that coding where its training loss is
-# lower. False: never (`tools.rd_check --repeat-ablation`).
+# the reference's hyper-latent (an empty hyper stream) and keeps that coding where its cost
+# (`DECISION_WEIGHT`) is lower. False: never (`tools.rd_check --repeat-ablation`).
 REPEAT_HYPER = True
 # An encoder choice (the stream is the same): a P-frame's choices between its codings (the motion fields,
 # the repeated hyper-latent) weigh its distortion this many times its level's lambda, since its errors

@@ -195,7 +195,7 @@ def main(argv=None) -> None:
             curve = [code_clip(model, frames, q, args.intra_period, schedule=schedule) for q in args.qualities]
             row = {"curve": curve, "bd_rate_vs_x265": bd(anchor, curve), "bd_psnr_vs_x265": bd(anchor, curve, bd_psnr)}
             if args.steps_ablation:
-                single = [code_clip(model, frames, q, args.intra_period, steps=1) for q in args.qualities]
+                single = [code_clip(model, frames, q, args.intra_period, steps=1, schedule=schedule) for q in args.qualities]
                 row |= {"curve_one_step": single, "bd_rate_multistep_vs_one_step": bd(single, curve)}
             if args.schedule_ablation:
                 flat = [code_clip(model, frames, q, args.intra_period, schedule=FLAT_QUALITY) for q in args.qualities]
@@ -203,7 +203,7 @@ def main(argv=None) -> None:
             def coded_within(setting) -> list[dict]:
                 """The curve coded with an encoder setting changed for the block (a context manager)."""
                 with setting:
-                    return [code_clip(model, frames, q, args.intra_period) for q in args.qualities]
+                    return [code_clip(model, frames, q, args.intra_period, schedule=schedule) for q in args.qualities]
 
             if args.substream_ablation:
                 split = coded_within(patch.object(multistep, "SPLIT_MIN_BYTES", 0))
@@ -215,7 +215,8 @@ def main(argv=None) -> None:
                 older = coded_within(stream_format(SubstreamForm.COMPRESSAI))
                 row |= {"curve_older_streams": older, "bd_rate_compact_vs_older": bd(older, curve)}
             if args.hold_ablation:
-                held = [code_clip(model, frames, q, args.intra_period, hold_psnr=args.hold_ablation) for q in args.qualities]
+                held = [code_clip(model, frames, q, args.intra_period, schedule=schedule, hold_psnr=args.hold_ablation)
+                        for q in args.qualities]
                 row |= {"curve_hold": held, "bd_rate_hold_vs_schedule": bd(curve, held)}
             entry["models"][label] = row
             print(f"{name} {label}: BD-rate vs x265-{args.preset} {row['bd_rate_vs_x265']:+.1f} %, "
