@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
 from unittest.mock import patch
@@ -173,7 +174,7 @@ def main(argv=None) -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_grad_enabled(False)
-    if args.decision_weight:
+    if args.decision_weight is not None:
         lean_model.DECISION_WEIGHT = args.decision_weight
     if args.motion_lambdas:
         lean_model.MOTION_LAMBDAS = tuple(args.motion_lambdas)
@@ -182,16 +183,17 @@ def main(argv=None) -> None:
 
     models = {f"step {torch.load(c, map_location='cpu', weights_only=True)['step']}": c for c in args.checkpoints} \
         if args.checkpoints else {V2: None}
+    schedule = QualitySchedule(*args.schedule) if args.schedule else quality_schedule(V2)
     clips = {c.stem: [centre_crop(f, *args.crop) if args.crop else f for f in read_frames(c, args.frames)]
              for c in args.clips}
     result = {"frames": args.frames, "intra_period": args.intra_period, "anchor": f"x265-{args.preset}",
-              "rdo_weight": list(lean_model.RDO_WEIGHT), "schedule": args.schedule, "motion_lambdas": list(lean_model.MOTION_LAMBDAS), "clips": {}}
+              "rdo_weight": list(lean_model.RDO_WEIGHT), "decision_weight": lean_model.DECISION_WEIGHT,
+              "motion_lambdas": list(lean_model.MOTION_LAMBDAS), "schedule": asdict(schedule), "clips": {}}
     for name, frames in clips.items():
         anchor = x265_curve(frames, args.qps, args.intra_period, args.preset)
         entry = {"x265": anchor, "models": {}}
         for label, ckpt in models.items():
             model = model_from_checkpoint(ckpt) if ckpt else load_shipped(entry_by_name(V2))[0]
-            schedule = QualitySchedule(*args.schedule) if args.schedule else quality_schedule(V2)
             curve = [code_clip(model, frames, q, args.intra_period, schedule=schedule) for q in args.qualities]
             row = {"curve": curve, "bd_rate_vs_x265": bd(anchor, curve), "bd_psnr_vs_x265": bd(anchor, curve, bd_psnr)}
             if args.steps_ablation:
