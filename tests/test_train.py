@@ -100,3 +100,30 @@ def test_v2_training_with_a_lead_trains_p_frames_from_a_drifted_reference():
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.intra.parameters())
 
+
+
+def test_entropy_training_caches_the_encoders_latents_and_trains_only_the_p_latent_codec(tmp_path, carphone):
+    """`tools.train_entropy`: the cache holds each P coding's latent and prior; training with
+    `--inter-steps 4` changes only the P latent codec, and the exported weights decode in 4 steps."""
+    from nvc.models.registry import entry_by_name
+    from tools import train_entropy
+
+    out = tmp_path / "run"
+    train_entropy.main(["cache", str(carphone), "--out", str(out), "--frames", "3", "--crop", "128x128",
+                        "--qualities", "2", "--levels-per-clip", "1"])
+    samples = torch.load(out / "cache" / "carphone_pristine.pt", weights_only=True)
+    assert len(samples) >= 2 and samples[0]["y"].shape == (1, 96, 8, 8) and samples[0]["mv"].shape == (1, 2, 8, 8)
+    train_entropy.main(["train", "--out", str(out), "--steps", "2", "--batch", "2", "--crop", "8",
+                        "--inter-steps", "4", "--snapshot-every", "1"])
+    train_entropy.main(["export", str(out / "snap" / "step2.pt"), "--to", str(tmp_path / "w.pt")])
+    shipped, trained = load_weights(entry_by_name("lean-mc-yuv420-v2").weights_path), load_weights(tmp_path / "w.pt")
+    assert trained.config.inter_steps == 4 and len(trained.inter.latent_codec.context) == 3
+    assert torch.equal(shipped.intra.g_s.out.weight, trained.intra.g_s.out.weight)
+    assert torch.equal(shipped.inter.g_a.net[0].weight, trained.inter.g_a.net[0].weight)
+    assert not torch.equal(shipped.inter.latent_codec.base[0].weight, trained.inter.latent_codec.base[0].weight)
+    x = torch.rand(2, 6, 32, 32)
+    with torch.no_grad():
+        _, ref = trained.intra.compress(x[:1], None, 2)
+        streams, rec = trained.inter.compress(x[1:], ref, 2)
+        assert 1 + max(s.step for s in streams if s.kind.name == "LATENT") == 4
+        assert torch.equal(trained.inter.decompress(streams, ref, 64, 64, 2).x_hat, rec.x_hat)

@@ -121,8 +121,10 @@ def bd(anchor: list[dict], test: list[dict], measure=bd_rate) -> float:
 
 
 def model_from_checkpoint(path: Path) -> LeanVideoModel:
-    model = LeanVideoModel(LeanConfig())
-    load_model_state(model, torch.load(path, map_location="cpu", weights_only=True)["model"])
+    """A training checkpoint's model (the default LeanConfig unless it saved its own), as shipped."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    model = LeanVideoModel(LeanConfig.from_dict(ckpt["config"]) if "config" in ckpt else LeanConfig())
+    load_model_state(model, ckpt["model"])
     with torch.no_grad():  # as shipped: fp16 weights, tables from them
         for p in model.parameters():
             p.copy_(p.half().float())
@@ -181,8 +183,11 @@ def main(argv=None) -> None:
     if args.rdo_weight:
         lean_model.RDO_WEIGHT = tuple(args.rdo_weight)
 
-    models = {f"step {torch.load(c, map_location='cpu', weights_only=True)['step']}": c for c in args.checkpoints} \
-        if args.checkpoints else {V2: None}
+    models = {}  # checkpoints labelled by step, and by path too where two share a step
+    for c in args.checkpoints or []:
+        label = f"step {torch.load(c, map_location='cpu', weights_only=True)['step']}"
+        models[label if label not in models else f"{label} ({c})"] = c
+    models = models or {V2: None}
     schedule = QualitySchedule(*args.schedule) if args.schedule else quality_schedule(V2)
     clips = {c.stem: [centre_crop(f, *args.crop) if args.crop else f for f in read_frames(c, args.frames)]
              for c in args.clips}

@@ -1,0 +1,240 @@
+"""Train the P-frame entropy model on the latents the encoder actually codes, with the transforms fixed.
+
+A P-frame's entropy-parameter networks (h_a, h_s, the temporal prior, the base and the context steps
+of `nvc.entropy.multistep.MultiStepLatentCodec`) get their gradient from the rate alone: the
+straight-through rounding around the mean passes none from the distortion. With g_a, the motion
+search and the references fixed, their objective is therefore the bits of the latents the encoder
+produces, and those can be computed once and reused: training at 1/16 of the luma resolution then
+costs milliseconds a step instead of the second a step of `tools.train_v2`. As in the cascaded
+training, a frame's prior is the reference latent the encoder really had (after drift, RDOQ and
+its choices between codings), not one from a training run.
+
+    # 1. code the centre 640x352 of the first GOP of training clips with the shipped weights, keeping
+    #    every P-frame coding's latent y, prior (warped reference latent, motion) and level
+    python -m tools.train_entropy cache --out runs/ent ../shared/data/train/*.mp4
+    # 2. train the P latent codec on them (rate only; --inter-steps 4: channel halves x checkerboard),
+    #    keeping some clips out to check it (--validate)
+    python -m tools.train_entropy train --out runs/ent --steps 4000 --validate 02_cups 16_robotarm 21_biker
+    # 3. measure the snapshot end to end, against the shipped weights (tools.rd_check)
+    python -m tools.rd_check CLIP... --crop 640x352 --frames 32 --checkpoints runs/ent/snap/step0.pt runs/ent/snap/step4000.pt
+    # 4. ship it (models/weights/lean-mc-yuv420-v2.pt)
+    python -m tools.train_entropy export runs/ent/snap/step4000.pt
+
+The clips named with --validate stay out of training; at every snapshot the real bytes of a sample
+of their latents are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from nvc.lean_model import LeanVideoModel
+from nvc.cli import parse_size
+from nvc.model import load_shipped
+from nvc.models.registry import entry_by_name
+from nvc.video import read_frames
+from tools.rd_check import V2, centre_crop, code_clip, model_from_checkpoint
+from tools.training import load_model_state, make_optimizers, save_v2, set_learning_rate
+
+
+def clip_levels(i: int, qualities: list[int], per_clip: int) -> list[int]:
+    """The levels the i-th clip is coded at: `per_clip` of `qualities`, evenly spaced, starting at the
+    i-th (with 0 2 4 6 and 2 a clip: 0 4, 2 6, 4 0, 6 2, ...)."""
+    n = len(qualities)
+    return [qualities[(i + k) % n] for k in range(0, n, max(1, n // per_clip))][:per_clip]
+
+
+@torch.no_grad()
+def cache(args) -> None:
+    """Code each clip at its levels and save every P-frame coding's latent and prior to out/cache/CLIP.pt."""
+    model = load_shipped(entry_by_name(V2))[0]
+    codec = model.inter.latent_codec
+    (args.out / "cache").mkdir(parents=True, exist_ok=True)
+    for i, clip in enumerate(args.clips):
+        path = args.out / "cache" / f"{clip.stem}.pt"
+        if path.exists():
+            continue
+        frames = [centre_crop(f, *args.crop) for f in read_frames(clip, args.frames)]
+        samples = []
+        compress = codec.compress
+
+        def keep(y, prior=None, steps=None, stats=None, rounding=None, hyper=None):
+            if hyper is None or hyper[0]:  # not a repeated hyper-latent: z comes from this y
+                samples.append({"y": y.clone(), "y_ref": prior[0].half(), "mv": prior[1].clone()})
+            return compress(y, prior, steps=steps, stats=stats, rounding=rounding, hyper=hyper)
+
+        codec.compress = keep
+        try:
+            for q in clip_levels(i, args.qualities, args.levels_per_clip):
+                point = code_clip(model, frames, q, 32)
+                print(f"{clip.stem} q{q}: {point['bpp']:.4f} bpp {point['psnr_yuv']:.2f} dB, {len(samples)} samples", flush=True)
+        finally:
+            codec.compress = compress
+        tmp = path.with_suffix(".tmp")
+        torch.save(samples, tmp)
+        tmp.replace(path)
+
+
+def load_cache(folder: Path, names: set[str], include: bool) -> list[dict]:
+    out = []
+    for path in sorted(folder.glob("*.pt")):
+        if (path.stem in names) == include:
+            out.extend(torch.load(path, weights_only=True))
+    return out
+
+
+def batch(samples: list[dict], size: int, crop: int, gen: torch.Generator):
+    """`size` random crops (crop x crop latent positions, aligned to the hyper-latent's 4x4) of random samples."""
+    ys, refs, mvs = [], [], []
+    for j in torch.randint(len(samples), (size,), generator=gen).tolist():
+        s = samples[j]
+        h, w = s["y"].shape[-2:]
+        top = 4 * int(torch.randint((h - crop) // 4 + 1, (1,), generator=gen))
+        left = 4 * int(torch.randint((w - crop) // 4 + 1, (1,), generator=gen))
+        window = (..., slice(top, top + crop), slice(left, left + crop))
+        ys.append(s["y"][window])
+        refs.append(s["y_ref"][window].float())
+        mvs.append(s["mv"][window])
+    return torch.cat(ys), (torch.cat(refs), torch.cat(mvs))
+
+
+def rate(codec, y: torch.Tensor, prior) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bits of y, bits of z) per latent position, as training estimates them (uniform noise)."""
+    out = codec(y, prior)
+    positions = y.size(0) * y.size(2) * y.size(3)
+    return (-torch.log2(out.y_likelihoods).sum() / positions, -torch.log2(out.z_likelihoods).sum() / positions)
+
+
+@torch.no_grad()
+def coded_bytes(codec, samples: list[dict]) -> int:
+    """Real bytes of the samples' latents coded by `codec` (nearest rounding, hyper included)."""
+    codec.eval()
+    codec.update()
+    total = 0
+    for s in samples:
+        z, parts, _ = codec.compress(s["y"], (s["y_ref"].float(), s["mv"]))
+        total += len(z) + sum(len(p) for step in parts for p in step)
+    return total
+
+
+def model_with_steps(steps: int) -> LeanVideoModel:
+    """The shipped weights in a model whose P latents decode in `steps` steps: its context steps all
+    start as the shipped model's (one, for the checkerboard's second half)."""
+    shipped = load_shipped(entry_by_name(V2))[0]
+    if steps == shipped.config.inter_steps:
+        return shipped
+    model = LeanVideoModel(replace(shipped.config, inter_steps=steps))
+    load_model_state(model, {k: v for k, v in shipped.state_dict().items() if "inter.latent_codec.context" not in k})
+    for context in model.inter.latent_codec.context:
+        context.load_state_dict(shipped.inter.latent_codec.context[-1].state_dict())
+    return model
+
+
+def train(args) -> None:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    held = set(args.validate)
+    samples = load_cache(args.out / "cache", held, include=False)
+    check = load_cache(args.out / "cache", held, include=True)
+    print(f"{len(samples)} training samples, {len(check)} held back ({', '.join(sorted(held)) or 'none'})")
+    if args.init:
+        model = model_from_checkpoint(args.init).train()
+        start_step = torch.load(args.init, map_location="cpu", weights_only=True)["step"]
+    else:
+        model, start_step = model_with_steps(args.inter_steps), 0
+    codec = model.inter.latent_codec
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name, p in codec.named_parameters():
+        p.requires_grad_(not (args.freeze_hyper and name.startswith(("h_a.", "h_s.", "z_codec."))))
+    opt, aux_opt = make_optimizers(codec, args.lr)
+    snap = args.out / "snap"
+    snap.mkdir(parents=True, exist_ok=True)
+    config = model.config.to_dict()
+
+    def save(step: int) -> None:
+        torch.save({"model": model.state_dict(), "step": step, "config": config}, snap / f"step{step}.pt")
+
+    def report(step: int) -> None:
+        if check:
+            sample = check[:: max(1, len(check) // args.check_samples)]
+            print(f"step {step}: held-back bytes {coded_bytes(codec, sample)} ({len(sample)} latents)", flush=True)
+        codec.train()
+
+    save(start_step)
+    report(start_step)
+    gen = torch.Generator().manual_seed(args.seed + start_step)
+    bar = tqdm(range(start_step + 1, args.steps + 1), disable=not sys.stderr.isatty(), desc="entropy")
+    mean, start = None, time.time()
+    for step in bar:
+        set_learning_rate(opt, args.lr, step, args.steps, args.decay_from)
+        y, prior = batch(samples, args.batch, args.crop, gen)
+        y_bits, z_bits = rate(codec, y, prior)
+        loss = y_bits + z_bits
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
+        opt.step()
+        if not args.freeze_hyper:
+            aux = codec.aux_loss()
+            aux_opt.zero_grad(set_to_none=True)
+            aux.backward()
+            aux_opt.step()
+        mean = loss.item() if mean is None else 0.99 * mean + 0.01 * loss.item()
+        bar.set_postfix(bits=f"{mean:.3f}")
+        if step % args.log_every == 0:
+            print(f"step {step}: {mean:.4f} bits a latent position ({time.time() - start:.0f} s)", flush=True)
+        if step % args.snapshot_every == 0 or step == args.steps:
+            save(step)
+            report(step)
+
+
+def export(args) -> None:
+    """Write a snapshot as the shipped fp16 weights file."""
+    save_v2(args.to, model_from_checkpoint(args.snapshot))
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("cache", help="code training clips and keep the P-frames' latents and priors")
+    c.add_argument("clips", nargs="+", type=Path)
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--frames", type=int, default=32)
+    c.add_argument("--crop", type=parse_size, default=(640, 352), metavar="WxH", help="the centre WxH of each clip")
+    c.add_argument("--qualities", type=int, nargs="+", default=[0, 2, 4, 6],
+                   help="levels to take from, each clip a different --levels-per-clip of them")
+    c.add_argument("--levels-per-clip", type=int, default=2)
+    t = sub.add_parser("train", help="train the P latent codec on the cache (rate only)")
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--steps", type=int, default=4000)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--crop", type=int, default=20, help="latent positions per side of a training crop (multiple of 4)")
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--decay-from", type=float, default=0.8, help="lr / 10 after this share of the steps")
+    t.add_argument("--inter-steps", type=int, default=2, choices=(2, 4), help="P decoding steps of a model started from the shipped weights")
+    t.add_argument("--init", type=Path, help="start from this snapshot (its step and config) instead of the shipped weights")
+    t.add_argument("--freeze-hyper", action="store_true",
+                   help="train the temporal prior, base and context steps only (h_a, h_s and the hyper-latent's model as shipped)")
+    t.add_argument("--validate", nargs="*", default=[], help="cached clips (stems) kept out of training")
+    t.add_argument("--check-samples", type=int, default=40)
+    t.add_argument("--log-every", type=int, default=100)
+    t.add_argument("--snapshot-every", type=int, default=1000)
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--seed", type=int, default=0)
+    e = sub.add_parser("export", help="write a snapshot as the shipped weights")
+    e.add_argument("snapshot", type=Path)
+    e.add_argument("--to", type=Path, default=entry_by_name(V2).weights_path)
+    args = ap.parse_args(argv)
+    {"cache": cache, "train": train, "export": export}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
