@@ -2,8 +2,8 @@
 
     python -m tools.make_golden            # after the v2 weights change; then commit both files
 
-It writes the container version this encoder writes (tests/data/golden-v2.nvc); the older
-tests/data/golden-v2-format3.nvc and -format5.nvc are frozen (see tests/test_golden.py).
+It writes the container version this encoder writes (tests/data/golden-v2.nvc); files of older
+versions, where there are any, are frozen (see tests/test_golden.py).
 
 The file: 4 frames (an I-frame and 3 P-frames) of a 128x128 crop of the bundled carphone clip, coded
 by lean-mc-yuv420-v2 at quality 3 with the deterministic deployment choice: integer entropy
