@@ -189,12 +189,16 @@ class MultiStepLatentCodec(nn.Module):
 
     # ---------------------------------------------------------------- training
 
-    def forward(self, y: torch.Tensor, prior: tuple | None = None) -> LatentForward:
+    def forward(self, y: torch.Tensor, prior: tuple | None = None, z_hat: torch.Tensor | None = None) -> LatentForward:
+        """Training pass. `z_hat`: a hyper-latent to code y with instead of its own (a repeated one, as
+        `compress(hyper=(b"", z_hat))` codes it): it costs no bits."""
         if torch.is_autocast_enabled(y.device.type):  # the rate terms stay in fp32 under mixed precision
             with torch.autocast(y.device.type, enabled=False):
-                return self.forward(y.float(), None if prior is None else tuple(p.float() for p in prior))
-        z = self.h_a(y)
-        z_hat, z_likelihoods = self.z_codec(z)
+                return self.forward(y.float(), None if prior is None else tuple(p.float() for p in prior), z_hat)
+        if z_hat is None:
+            z_hat, z_likelihoods = self.z_codec(self.h_a(y))
+        else:
+            z_likelihoods = torch.ones(1, device=y.device)
         base = self.base_parameters(z_hat, prior)
         masks = step_masks(self.steps, y.size(1), y.size(2), y.size(3), y.device)
         y_hat = torch.zeros_like(y)

@@ -103,16 +103,19 @@ def test_v2_training_with_a_lead_trains_p_frames_from_a_drifted_reference():
 
 
 def test_entropy_training_caches_the_encoders_latents_and_trains_only_the_p_latent_codec(tmp_path, carphone):
-    """`tools.train_entropy`: the cache holds each P coding's latent and prior; training with
-    `--inter-steps 4` changes only the P latent codec, and the exported weights decode in 4 steps."""
+    """`tools.train_entropy`: the cache holds each P coding's latent and prior (and a repeated
+    hyper-latent's z_hat); training with `--inter-steps 4` changes only the P latent codec, and the
+    exported weights decode in 4 steps."""
     from nvc.models.registry import entry_by_name
     from tools import train_entropy
 
     out = tmp_path / "run"
     train_entropy.main(["cache", str(carphone), "--out", str(out), "--frames", "3", "--crop", "128x128",
-                        "--qualities", "2", "--levels-per-clip", "1"])
+                        "--qualities", "2", "--levels-per-clip", "1", "--repeats"])
     samples = torch.load(out / "cache" / "carphone_pristine.pt", weights_only=True)
     assert len(samples) >= 2 and samples[0]["y"].shape == (1, 96, 8, 8) and samples[0]["mv"].shape == (1, 2, 8, 8)
+    # the second P-frame is also coded with its reference's hyper-latent, kept with that z_hat
+    assert any(s.get("z_hat") is not None and s["z_hat"].shape == (1, 64, 2, 2) for s in samples)
     train_entropy.main(["train", "--out", str(out), "--steps", "2", "--batch", "2", "--crop", "8",
                         "--inter-steps", "4", "--snapshot-every", "1"])
     train_entropy.main(["export", str(out / "snap" / "step2.pt"), "--to", str(tmp_path / "w.pt")])

@@ -12,6 +12,8 @@ its choices between codings), not one from a training run.
     # 1. code the centre 640x352 of the first GOP of training clips with the shipped weights, keeping
     #    every P-frame coding's latent y, prior (warped reference latent, motion) and level
     python -m tools.train_entropy cache --out runs/ent ../shared/data/train/*.mp4
+    #    (--repeats: also the codings with a repeated hyper-latent, kept with the reference's z_hat;
+    #    --qualities 2 4 6 0 --tag b: the other two levels of each clip, beside the first cache)
     # 2. train the P latent codec on them (rate only; --inter-steps 4: channel halves x checkerboard),
     #    keeping some clips out to check it (--validate)
     python -m tools.train_entropy train --out runs/ent --steps 4000 --validate 02_cups 16_robotarm 21_biker
@@ -58,7 +60,7 @@ def cache(args) -> None:
     codec = model.inter.latent_codec
     (args.out / "cache").mkdir(parents=True, exist_ok=True)
     for i, clip in enumerate(args.clips):
-        path = args.out / "cache" / f"{clip.stem}.pt"
+        path = args.out / "cache" / f"{clip.stem}{'@' + args.tag if args.tag else ''}.pt"
         if path.exists():
             continue
         frames = [centre_crop(f, *args.crop) for f in read_frames(clip, args.frames)]
@@ -66,8 +68,12 @@ def cache(args) -> None:
         compress = codec.compress
 
         def keep(y, prior=None, steps=None, stats=None, rounding=None, hyper=None):
-            if hyper is None or hyper[0]:  # not a repeated hyper-latent: z comes from this y
-                samples.append({"y": y.clone(), "y_ref": prior[0].half(), "mv": prior[1].clone()})
+            sample = {"y": y.clone(), "y_ref": prior[0].half(), "mv": prior[1].clone()}
+            if hyper is not None and not hyper[0]:  # a repeated hyper-latent: the reference's z_hat
+                if not args.repeats:
+                    return compress(y, prior, steps=steps, stats=stats, rounding=rounding, hyper=hyper)
+                sample["z_hat"] = hyper[1].clone()
+            samples.append(sample)
             return compress(y, prior, steps=steps, stats=stats, rounding=rounding, hyper=hyper)
 
         codec.compress = keep
@@ -83,33 +89,41 @@ def cache(args) -> None:
 
 
 def load_cache(folder: Path, names: set[str], include: bool) -> list[dict]:
+    """The cached latents of the clips in `names` (include) or of the others; CLIP.pt and CLIP@TAG.pt."""
     out = []
     for path in sorted(folder.glob("*.pt")):
-        if (path.stem in names) == include:
+        if (path.stem.split("@")[0] in names) == include:
             out.extend(torch.load(path, weights_only=True))
     return out
 
 
-def batch(samples: list[dict], size: int, crop: int, gen: torch.Generator):
-    """`size` random crops (crop x crop latent positions, aligned to the hyper-latent's 4x4) of random samples."""
-    ys, refs, mvs = [], [], []
+def batch(samples: list[dict], size: int, crop: int, gen: torch.Generator) -> list[tuple]:
+    """`size` random crops (crop x crop latent positions, aligned to the hyper-latent's 4x4) of random
+    samples, as (y, prior, z_hat or None) groups: those with their own hyper-latent, those with a repeated one."""
+    groups: dict[bool, list] = {False: [], True: []}
     for j in torch.randint(len(samples), (size,), generator=gen).tolist():
         s = samples[j]
         h, w = s["y"].shape[-2:]
         top = 4 * int(torch.randint((h - crop) // 4 + 1, (1,), generator=gen))
         left = 4 * int(torch.randint((w - crop) // 4 + 1, (1,), generator=gen))
         window = (..., slice(top, top + crop), slice(left, left + crop))
-        ys.append(s["y"][window])
-        refs.append(s["y_ref"][window].float())
-        mvs.append(s["mv"][window])
-    return torch.cat(ys), (torch.cat(refs), torch.cat(mvs))
+        z_window = (..., slice(top // 4, (top + crop) // 4), slice(left // 4, (left + crop) // 4))
+        groups["z_hat" in s].append((s["y"][window], s["y_ref"][window].float(), s["mv"][window],
+                                     s["z_hat"][z_window] if "z_hat" in s else None))
+    return [(torch.cat([g[0] for g in group]), (torch.cat([g[1] for g in group]), torch.cat([g[2] for g in group])),
+             torch.cat([g[3] for g in group]) if repeated else None)
+            for repeated, group in groups.items() if group]
 
 
-def rate(codec, y: torch.Tensor, prior) -> tuple[torch.Tensor, torch.Tensor]:
-    """(bits of y, bits of z) per latent position, as training estimates them (uniform noise)."""
-    out = codec(y, prior)
-    positions = y.size(0) * y.size(2) * y.size(3)
-    return (-torch.log2(out.y_likelihoods).sum() / positions, -torch.log2(out.z_likelihoods).sum() / positions)
+def rate(codec, groups: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bits of y, bits of z) per latent position over `batch`'s groups, as training estimates them (uniform noise)."""
+    y_bits = z_bits = 0.0
+    positions = sum(y.size(0) * y.size(2) * y.size(3) for y, _, _ in groups)
+    for y, prior, z_hat in groups:
+        out = codec(y, prior, z_hat)
+        y_bits = y_bits - torch.log2(out.y_likelihoods).sum()
+        z_bits = z_bits - torch.log2(out.z_likelihoods).sum()
+    return y_bits / positions, z_bits / positions
 
 
 @torch.no_grad()
@@ -119,7 +133,8 @@ def coded_bytes(codec, samples: list[dict]) -> int:
     codec.update()
     total = 0
     for s in samples:
-        z, parts, _ = codec.compress(s["y"], (s["y_ref"].float(), s["mv"]))
+        hyper = (b"", s["z_hat"]) if "z_hat" in s else None
+        z, parts, _ = codec.compress(s["y"], (s["y_ref"].float(), s["mv"]), hyper=hyper)
         total += len(z) + sum(len(p) for step in parts for p in step)
     return total
 
@@ -175,8 +190,7 @@ def train(args) -> None:
     mean, start = None, time.time()
     for step in bar:
         set_learning_rate(opt, args.lr, step, args.steps, args.decay_from)
-        y, prior = batch(samples, args.batch, args.crop, gen)
-        y_bits, z_bits = rate(codec, y, prior)
+        y_bits, z_bits = rate(codec, batch(samples, args.batch, args.crop, gen))
         loss = y_bits + z_bits
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -212,6 +226,9 @@ def main(argv=None) -> None:
     c.add_argument("--qualities", type=int, nargs="+", default=[0, 2, 4, 6],
                    help="levels to take from, each clip a different --levels-per-clip of them")
     c.add_argument("--levels-per-clip", type=int, default=2)
+    c.add_argument("--repeats", action="store_true",
+                   help="also keep the codings with a repeated hyper-latent (with the reference's z_hat)")
+    c.add_argument("--tag", help="cache files named CLIP@TAG.pt (another cache of the same clips)")
     t = sub.add_parser("train", help="train the P latent codec on the cache (rate only)")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--steps", type=int, default=4000)
