@@ -67,14 +67,12 @@ def cache(args) -> None:
         samples = []
         compress = codec.compress
 
-        def keep(y, prior=None, steps=None, stats=None, rounding=None, hyper=None):
-            sample = {"y": y.clone(), "y_ref": prior[0].half(), "mv": prior[1].clone()}
-            if hyper is not None and not hyper[0]:  # a repeated hyper-latent: the reference's z_hat
-                if not args.repeats:
-                    return compress(y, prior, steps=steps, stats=stats, rounding=rounding, hyper=hyper)
-                sample["z_hat"] = hyper[1].clone()
-            samples.append(sample)
-            return compress(y, prior, steps=steps, stats=stats, rounding=rounding, hyper=hyper)
+        def keep(y, prior=None, hyper=None, **kwargs):
+            repeated = hyper is not None and not hyper[0]  # coded with the reference's z_hat, no hyper stream
+            if args.repeats or not repeated:
+                samples.append({"y": y.clone(), "y_ref": prior[0].half(), "mv": prior[1].clone()}
+                               | ({"z_hat": hyper[1].clone()} if repeated else {}))
+            return compress(y, prior, hyper=hyper, **kwargs)
 
         codec.compress = keep
         try:
