@@ -101,7 +101,6 @@ def test_v2_training_with_a_lead_trains_p_frames_from_a_drifted_reference():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.intra.parameters())
 
 
-
 def test_entropy_training_caches_the_encoders_latents_and_trains_only_the_p_latent_codec(tmp_path, carphone):
     """`tools.train_entropy`: the cache holds each P coding's latent and prior (and a repeated
     hyper-latent's z_hat); training with `--inter-steps 4` changes only the P latent codec, and the

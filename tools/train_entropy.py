@@ -10,7 +10,7 @@ training, a frame's prior is the reference latent the encoder really had (after 
 its choices between codings), not one from a training run.
 
     # 1. code the centre 640x352 of the first GOP of training clips with the shipped weights, keeping
-    #    every P-frame coding's latent y, prior (warped reference latent, motion) and level
+    #    every P-frame coding's latent y and prior (warped reference latent, motion)
     python -m tools.train_entropy cache --out runs/ent ../shared/data/train/*.mp4
     #    (--repeats: also the codings with a repeated hyper-latent, kept with the reference's z_hat;
     #    --qualities 2 4 6 0 --tag b: the other two levels of each clip, beside the first cache)
@@ -37,13 +37,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from nvc.lean_model import LeanVideoModel
 from nvc.cli import parse_size
+from nvc.lean_model import LeanVideoModel
 from nvc.model import load_shipped
 from nvc.models.registry import entry_by_name
 from nvc.video import read_frames
 from tools.rd_check import V2, centre_crop, code_clip, model_from_checkpoint
-from tools.training import load_model_state, make_optimizers, save_v2, set_learning_rate
+from tools.training import load_model_state, make_optimizers, save_v2, set_learning_rate, update
 
 
 def clip_levels(i: int, qualities: list[int], per_clip: int) -> list[int]:
@@ -165,8 +165,9 @@ def train(args) -> None:
     codec = model.inter.latent_codec
     for p in model.parameters():
         p.requires_grad_(False)
-    for name, p in codec.named_parameters():
-        p.requires_grad_(not (args.freeze_hyper and name.startswith(("h_a.", "h_s.", "z_codec."))))
+    for name, p in codec.named_parameters():  # the hyper-latent's quantiles follow its density, frozen or not
+        frozen = name.startswith(("h_a.", "h_s.", "z_codec.")) and not name.endswith("quantiles")
+        p.requires_grad_(not (args.freeze_hyper and frozen))
     opt, aux_opt = make_optimizers(codec, args.lr)
     snap = args.out / "snap"
     snap.mkdir(parents=True, exist_ok=True)
@@ -190,15 +191,7 @@ def train(args) -> None:
         set_learning_rate(opt, args.lr, step, args.steps, args.decay_from)
         y_bits, z_bits = rate(codec, batch(samples, args.batch, args.crop, gen))
         loss = y_bits + z_bits
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(codec.parameters(), 1.0)
-        opt.step()
-        if not args.freeze_hyper:
-            aux = codec.aux_loss()
-            aux_opt.zero_grad(set_to_none=True)
-            aux.backward()
-            aux_opt.step()
+        update(codec, opt, aux_opt, loss, codec.aux_loss)
         mean = loss.item() if mean is None else 0.99 * mean + 0.01 * loss.item()
         bar.set_postfix(bits=f"{mean:.3f}")
         if step % args.log_every == 0:
@@ -237,7 +230,7 @@ def main(argv=None) -> None:
     t.add_argument("--inter-steps", type=int, default=2, choices=(2, 4), help="P decoding steps of a model started from the shipped weights")
     t.add_argument("--init", type=Path, help="start from this snapshot (its step and config) instead of the shipped weights")
     t.add_argument("--freeze-hyper", action="store_true",
-                   help="train the temporal prior, base and context steps only (h_a, h_s and the hyper-latent's model as shipped)")
+                   help="train the temporal prior, base and context steps only (h_a, h_s and the hyper-latent's density as shipped)")
     t.add_argument("--validate", nargs="*", default=[], help="cached clips (stems) kept out of training")
     t.add_argument("--check-samples", type=int, default=40)
     t.add_argument("--log-every", type=int, default=100)
