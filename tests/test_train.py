@@ -129,3 +129,28 @@ def test_entropy_training_caches_the_encoders_latents_and_trains_only_the_p_late
         streams, rec = trained.inter.compress(x[1:], ref, 2)
         assert 1 + max(s.step for s in streams if s.kind.name == "LATENT") == 4
         assert torch.equal(trained.inter.decompress(streams, ref, 64, 64, 2).x_hat, rec.x_hat)
+
+
+def test_intra_entropy_training_caches_g_a_latents_at_the_i_levels_and_trains_only_the_i_latent_codec(tmp_path, carphone):
+    """`tools.train_entropy --frame intra`: the cache holds g_a's latent of every --stride-th frame at
+    two I-frame levels; training changes the I latent codec and nothing else, and its I-frames round-trip."""
+    from nvc.models.registry import entry_by_name
+    from tools import train_entropy
+
+    out = tmp_path / "run"
+    train_entropy.main(["cache", str(carphone), "--frame", "intra", "--out", str(out), "--frames", "4", "--stride", "2",
+                        "--crop", "128x128", "--qualities", "0", "1", "2"])
+    samples = torch.load(out / "cache" / "carphone_pristine.pt", weights_only=True)
+    assert len(samples) == 4 and samples[0]["y"].shape == (1, 96, 8, 8) and set(samples[0]) == {"y"}
+    assert not torch.equal(samples[0]["y"], samples[1]["y"])  # levels 3 and 4 of the first frame: different gains
+    train_entropy.main(["train", "--frame", "intra", "--out", str(out), "--steps", "2", "--batch", "2", "--crop", "8",
+                        "--lr", "1e-2"])
+    train_entropy.main(["export", str(out / "snap" / "step2.pt"), "--to", str(tmp_path / "w.pt")])
+    shipped, trained = load_weights(entry_by_name("lean-mc-yuv420-v2").weights_path), load_weights(tmp_path / "w.pt")
+    assert torch.equal(shipped.intra.g_a.net[0].weight, trained.intra.g_a.net[0].weight)
+    assert torch.equal(shipped.inter.latent_codec.base[0].weight, trained.inter.latent_codec.base[0].weight)
+    assert not torch.equal(shipped.intra.latent_codec.base[0].weight, trained.intra.latent_codec.base[0].weight)
+    x = torch.rand(1, 6, 64, 64)
+    with torch.no_grad():
+        streams, rec = trained.intra.compress(x, None, 4)
+        assert torch.equal(trained.intra.decompress(streams, None, 128, 128, 4).x_hat, rec.x_hat)

@@ -1,4 +1,4 @@
-"""Train the P-frame entropy model on the latents the encoder actually codes, with the transforms fixed.
+"""Train the P-frame (or I-frame) entropy model on the latents the encoder actually codes, with the transforms fixed.
 
 A P-frame's entropy-parameter networks (h_a, h_s, the temporal prior, the base and the context steps
 of `nvc.entropy.multistep.MultiStepLatentCodec`) get their gradient from the rate alone: the
@@ -24,6 +24,10 @@ its choices between codings), not one from a training run.
 
 The clips named with --validate stay out of training; at every snapshot the real bytes of a sample
 of their latents are printed.
+
+`--frame intra` (on `cache` and `train`) does the same for the I-frame latent codec (h_a, h_s, the base
+and the context steps; no temporal prior): the cache holds g_a's latent of every --stride-th frame at the
+levels the quality schedule gives I-frames, two a frame.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ import torch
 from tqdm import tqdm
 
 from nvc.cli import parse_size
+from nvc.codec import frame_to_tensor
+from nvc.gop import quality_schedule
 from nvc.lean_model import LeanVideoModel
 from nvc.model import load_shipped
 from nvc.models.registry import entry_by_name
@@ -54,33 +60,63 @@ def clip_levels(i: int, qualities: list[int], per_clip: int) -> list[int]:
 
 
 @torch.no_grad()
-def cache(args) -> None:
-    """Code each clip at its levels and save every P-frame coding's latent and prior to out/cache/CLIP.pt."""
-    model = load_shipped(entry_by_name(V2))[0]
+def inter_latents(model: LeanVideoModel, frames: list, levels: list[int], repeats: bool, name: str) -> list[dict]:
+    """Every P-frame coding's latent and prior (warped reference latent, motion; with `repeats`, also
+    the codings with the reference's hyper-latent, kept with its z_hat), the first GOP coded at each level."""
     codec = model.inter.latent_codec
+    samples, compress = [], codec.compress
+
+    def keep(y, prior=None, hyper=None, **kwargs):
+        repeated = hyper is not None and not hyper[0]  # coded with the reference's z_hat, no hyper stream
+        if repeats or not repeated:
+            samples.append({"y": y.clone(), "y_ref": prior[0].half(), "mv": prior[1].clone()}
+                           | ({"z_hat": hyper[1].clone()} if repeated else {}))
+        return compress(y, prior, hyper=hyper, **kwargs)
+
+    codec.compress = keep
+    try:
+        for q in levels:
+            point = code_clip(model, frames, q, 32)
+            print(f"{name} q{q}: {point['bpp']:.4f} bpp {point['psnr_yuv']:.2f} dB, {len(samples)} samples", flush=True)
+    finally:
+        codec.compress = compress
+    return samples
+
+
+@torch.no_grad()
+def intra_latents(model: LeanVideoModel, frames: list, levels: list[int], per_frame: int) -> list[dict]:
+    """g_a's latent of each frame at `per_frame` of the I-frame `levels` (the j-th frame from the j-th
+    level on), as `LeanIntra.compress` hands it to the latent codec."""
+    samples = []
+    for j, f in enumerate(frames):
+        x = frame_to_tensor(f)
+        for q in clip_levels(j, levels, per_frame):
+            samples.append({"y": model.intra.gain.scale(model.intra.g_a(x), torch.tensor([q])).half()})
+    return samples
+
+
+def latent_codec(model: LeanVideoModel, frame: str):
+    return (model.intra if frame == "intra" else model.inter).latent_codec
+
+
+def cache(args) -> None:
+    """Save each clip's latents to out/cache/CLIP.pt: every P-frame coding's latent and prior at the
+    clip's levels, or (--frame intra) g_a's latent of every --stride-th frame at the I-frame levels."""
+    model = load_shipped(entry_by_name(V2))[0]
+    schedule = quality_schedule(V2)
+    intra_levels = sorted({schedule.level(0, 32, q, model.config.quality_levels) for q in args.qualities})
     (args.out / "cache").mkdir(parents=True, exist_ok=True)
     for i, clip in enumerate(args.clips):
         path = args.out / "cache" / f"{clip.stem}{'@' + args.tag if args.tag else ''}.pt"
         if path.exists():
             continue
         frames = [centre_crop(f, *args.crop) for f in read_frames(clip, args.frames)]
-        samples = []
-        compress = codec.compress
-
-        def keep(y, prior=None, hyper=None, **kwargs):
-            repeated = hyper is not None and not hyper[0]  # coded with the reference's z_hat, no hyper stream
-            if args.repeats or not repeated:
-                samples.append({"y": y.clone(), "y_ref": prior[0].half(), "mv": prior[1].clone()}
-                               | ({"z_hat": hyper[1].clone()} if repeated else {}))
-            return compress(y, prior, hyper=hyper, **kwargs)
-
-        codec.compress = keep
-        try:
-            for q in clip_levels(i, args.qualities, args.levels_per_clip):
-                point = code_clip(model, frames, q, 32)
-                print(f"{clip.stem} q{q}: {point['bpp']:.4f} bpp {point['psnr_yuv']:.2f} dB, {len(samples)} samples", flush=True)
-        finally:
-            codec.compress = compress
+        if args.frame == "intra":
+            samples = intra_latents(model, frames[:: args.stride], intra_levels, args.levels_per_clip)
+            print(f"{clip.stem}: {len(samples)} I latents at levels {intra_levels}", flush=True)
+        else:
+            samples = inter_latents(model, frames, clip_levels(i, args.qualities, args.levels_per_clip),
+                                    args.repeats, clip.stem)
         tmp = path.with_suffix(".tmp")
         torch.save(samples, tmp)
         tmp.replace(path)
@@ -106,11 +142,17 @@ def batch(samples: list[dict], size: int, crop: int, gen: torch.Generator) -> li
         left = 4 * int(torch.randint((w - crop) // 4 + 1, (1,), generator=gen))
         window = (..., slice(top, top + crop), slice(left, left + crop))
         z_window = (..., slice(top // 4, (top + crop) // 4), slice(left // 4, (left + crop) // 4))
-        groups["z_hat" in s].append((s["y"][window], s["y_ref"][window].float(), s["mv"][window],
+        groups["z_hat" in s].append((s["y"][window].float(), prior_of(s, window),
                                      s["z_hat"][z_window] if "z_hat" in s else None))
-    return [(torch.cat([g[0] for g in group]), (torch.cat([g[1] for g in group]), torch.cat([g[2] for g in group])),
-             torch.cat([g[3] for g in group]) if repeated else None)
+    return [(torch.cat([g[0] for g in group]),
+             None if group[0][1] is None else tuple(torch.cat([g[1][k] for g in group]) for k in range(2)),
+             torch.cat([g[2] for g in group]) if repeated else None)
             for repeated, group in groups.items() if group]
+
+
+def prior_of(sample: dict, window=(...,)) -> tuple | None:
+    """A cached P latent's temporal prior (warped reference latent, motion) in `window`; None for an I latent."""
+    return (sample["y_ref"][window].float(), sample["mv"][window]) if "y_ref" in sample else None
 
 
 def rate(codec, groups: list[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,7 +174,7 @@ def coded_bytes(codec, samples: list[dict]) -> int:
     total = 0
     for s in samples:
         hyper = (b"", s["z_hat"]) if "z_hat" in s else None
-        z, parts, _ = codec.compress(s["y"], (s["y_ref"].float(), s["mv"]), hyper=hyper)
+        z, parts, _ = codec.compress(s["y"].float(), prior_of(s), hyper=hyper)
         total += len(z) + sum(len(p) for step in parts for p in step)
     return total
 
@@ -157,12 +199,14 @@ def train(args) -> None:
     samples = load_cache(args.out / "cache", held, include=False)
     check = load_cache(args.out / "cache", held, include=True)
     print(f"{len(samples)} training samples, {len(check)} held back ({', '.join(sorted(held)) or 'none'})")
+    if not samples:
+        raise SystemExit(f"no training latents in {args.out / 'cache'} (all of them kept out by --validate?)")
     if args.init:
         model = model_from_checkpoint(args.init).train()
         start_step = torch.load(args.init, map_location="cpu", weights_only=True)["step"]
     else:
         model, start_step = model_with_steps(args.inter_steps), 0
-    codec = model.inter.latent_codec
+    codec = latent_codec(model, args.frame)
     for p in model.parameters():
         p.requires_grad_(False)
     for name, p in codec.named_parameters():  # the hyper-latent's quantiles follow its density, frozen or not
@@ -212,6 +256,7 @@ def main(argv=None) -> None:
     c = sub.add_parser("cache", help="code training clips and keep the P-frames' latents and priors")
     c.add_argument("clips", nargs="+", type=Path)
     c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--frame", choices=("inter", "intra"), default="inter", help="the P- or the I-frame latents")
     c.add_argument("--frames", type=int, default=32)
     c.add_argument("--crop", type=parse_size, default=(640, 352), metavar="WxH", help="the centre WxH of each clip")
     c.add_argument("--qualities", type=int, nargs="+", default=[0, 2, 4, 6],
@@ -220,8 +265,10 @@ def main(argv=None) -> None:
     c.add_argument("--repeats", action="store_true",
                    help="also keep the codings with a repeated hyper-latent (with the reference's z_hat)")
     c.add_argument("--tag", help="cache files named CLIP@TAG.pt (another cache of the same clips)")
-    t = sub.add_parser("train", help="train the P latent codec on the cache (rate only)")
+    c.add_argument("--stride", type=int, default=8, help="--frame intra: every STRIDE-th frame")
+    t = sub.add_parser("train", help="train the P (or I) latent codec on the cache (rate only)")
     t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--frame", choices=("inter", "intra"), default="inter", help="the P- or the I-frame latents")
     t.add_argument("--steps", type=int, default=4000)
     t.add_argument("--batch", type=int, default=8)
     t.add_argument("--crop", type=int, default=20, help="latent positions per side of a training crop (multiple of 4)")
