@@ -22,8 +22,8 @@ from nvc.models.registry import entry_by_name, weights_hash
 from tools.make_golden import GOLDEN, MODEL, frames_sha256, latents_sha256
 
 # >>> pinned by tools/make_golden.py
-FRAMES_SHA256 = "9c4b2d565e2fce75f11b0fd098571f77650f447010bc855263cf53ccca000063"
-LATENTS_SHA256 = "ace8390126d1bf05dc2575ab47f8a5b8dc11c557cd53779b5b0f4c58f86767d3"
+FRAMES_SHA256 = "d2fd0282fcd8a232971ee7ba972a0f2d016a880f198c06fe707288b57d07f38f"
+LATENTS_SHA256 = "e3c376850d5a33a7304a05c1e49297c91ed7effeb7d6c6ee0322d30127bdf009"
 # <<< pinned by tools/make_golden.py
 
 # file -> (container version, FRAMES_SHA256, LATENTS_SHA256)
